@@ -1,0 +1,291 @@
+"""Typed experiment configuration: frozen nested dataclasses, loaded from a Python file, tyro overrides.
+
+Option names, defaults and ranges are Faceswap's (reference/models.md §3, data.md §8.3) so that a
+Faceswap user finds the settings they know. Every dataclass validates itself in `__post_init__`
+(which tyro may run more than once, so it never mutates) and raises `ConfigError` naming the option,
+the value and what is allowed, before anything is built.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import pathlib
+from typing import Literal
+
+CENTERINGS = ("face", "head", "legacy")
+MASK_TYPES = ("none", "components", "extended")
+LOSS_FUNCTIONS = ("mae", "mse", "ssim")
+OPTIMIZERS = ("adam",)
+
+
+class ConfigError(ValueError):
+    """An option has a value fsjax cannot use."""
+
+
+def _check_range(option: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{option}={value!r} is out of range: allowed {low}..{high}")
+
+
+def _check_choice(option: str, value: object, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{option}={value!r} is not allowed: choose one of {', '.join(allowed)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which Faceswap model plugin to train, and its locked options."""
+
+    name: str = "original"
+    """Faceswap model plugin (`-t/--trainer`)."""
+    lowmem: bool = False
+    """Original: drop the 1024-filter encoder conv and halve the encoder dense width."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Compute dtype of the layers; parameters, outputs and losses stay float32."""
+
+    def __post_init__(self) -> None:
+        from fsjax.models import MODELS  # local: models import jax, config must not
+
+        _check_choice("model.name", self.name, tuple(MODELS))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Where the faces come from and how they are cropped (Faceswap's `global` crop options)."""
+
+    faces_a: pathlib.Path | None = None
+    """Folder of Faceswap-extracted faces for side A (`-A`). Unset: the built-in demo faces."""
+    faces_b: pathlib.Path | None = None
+    """Folder of Faceswap-extracted faces for side B (`-B`). Unset: the built-in demo faces."""
+    demo_dir: pathlib.Path | None = None
+    """Where the demo faces are written on first use (default: ~/.cache/fsjax/demo_faces)."""
+    centering: Literal["face", "head", "legacy"] = "face"
+    """Centre of the training crop."""
+    coverage: float = 100.0
+    """Percentage of the extracted face used for training (62.5..100)."""
+    vertical_offset: float = 0.0
+    """Moves the crop down (+) or up (-) by this percentage of its size (-25..25)."""
+    num_processes: int = 2
+    """Data-loading worker processes (0 = load in the training process)."""
+    pre_fetch: int = 2
+    """Batches each worker prepares ahead."""
+
+    def __post_init__(self) -> None:
+        if (self.faces_a is None) != (self.faces_b is None):
+            raise ConfigError("data.faces_a and data.faces_b must be given together (or neither)")
+        for option, folder in (("data.faces_a", self.faces_a), ("data.faces_b", self.faces_b)):
+            if folder is not None and not pathlib.Path(folder).is_dir():
+                raise ConfigError(f"{option}={str(folder)!r}: folder does not exist")
+        _check_choice("data.centering", self.centering, CENTERINGS)
+        _check_range("data.coverage", self.coverage, 62.5, 100.0)
+        _check_range("data.vertical_offset", self.vertical_offset, -25.0, 25.0)
+        _check_range("data.num_processes", self.num_processes, 0, 32)
+        _check_range("data.pre_fetch", self.pre_fetch, 1, 10)
+
+    @property
+    def uses_demo(self) -> bool:
+        return self.faces_a is None
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    """Faceswap's `trainer.augmentation` options and the train switches that turn them off."""
+
+    zoom_amount: float = 5.0
+    """Random zoom, percent (0..25)."""
+    rotation_range: float = 10.0
+    """Random rotation, degrees (0..25)."""
+    shift_range: float = 5.0
+    """Random shift, percent of the size (0..25)."""
+    flip_chance: float = 50.0
+    """Chance of a horizontal flip, percent (0..75)."""
+    color_lightness: float = 30.0
+    """L*a*b* lightness shift, percent (0..75)."""
+    color_ab: float = 8.0
+    """L*a*b* a/b shift, percent (0..50)."""
+    color_clahe_chance: float = 50.0
+    """Chance of CLAHE on the lightness channel, percent (0..75)."""
+    color_clahe_max_size: int = 4
+    """Largest CLAHE grid multiplier (1..8)."""
+    no_flip: bool = False
+    """Never flip faces (`-P/--no-flip`)."""
+    no_warp: bool = False
+    """Never warp the input faces (`-W/--no-warp`)."""
+    no_augment_color: bool = False
+    """Skip the colour augmentation (`-c/--no-augment-color`)."""
+    warp_to_landmarks: bool = False
+    """Warp to the landmarks of a similar face of the other side (`-M`)."""
+
+    def __post_init__(self) -> None:
+        _check_range("augment.zoom_amount", self.zoom_amount, 0, 25)
+        _check_range("augment.rotation_range", self.rotation_range, 0, 25)
+        _check_range("augment.shift_range", self.shift_range, 0, 25)
+        _check_range("augment.flip_chance", self.flip_chance, 0, 75)
+        _check_range("augment.color_lightness", self.color_lightness, 0, 75)
+        _check_range("augment.color_ab", self.color_ab, 0, 50)
+        _check_range("augment.color_clahe_chance", self.color_clahe_chance, 0, 75)
+        _check_range("augment.color_clahe_max_size", self.color_clahe_max_size, 1, 8)
+        if self.warp_to_landmarks:
+            raise ConfigError("augment.warp_to_landmarks=True is not available yet: allowed False")
+
+
+@dataclasses.dataclass(frozen=True)
+class LossConfig:
+    """Faceswap's `global.loss` options."""
+
+    loss_function: str = "ssim"
+    """Primary loss (weight 100 %)."""
+    loss_function_2: str = "mse"
+    """Second loss, or none."""
+    loss_weight_2: float = 100.0
+    """Weight of the second loss, percent (0..400)."""
+    loss_function_3: str = "none"
+    """Third loss, or none."""
+    loss_weight_3: float = 0.0
+    """Weight of the third loss, percent (0..400)."""
+    loss_function_4: str = "none"
+    """Fourth loss, or none."""
+    loss_weight_4: float = 0.0
+    """Weight of the fourth loss, percent (0..400)."""
+    mask_loss_function: Literal["mae", "mse"] = "mse"
+    """Loss between the learned mask and the face mask."""
+    eye_multiplier: float = 3.0
+    """Extra weight on the eye area (1..40; 1 = off)."""
+    mouth_multiplier: float = 2.0
+    """Extra weight on the mouth area (1..40; 1 = off)."""
+    penalized_mask_loss: bool = True
+    """Multiply the face loss by the face mask, so the background is ignored."""
+    mask_type: str = "extended"
+    """Face mask: extended or components (from landmarks), or none."""
+    mask_dilation: float = 0.0
+    """Grow (+) or shrink (-) the face mask, percent of its size (-5..5)."""
+    learn_mask: bool = False
+    """Add a mask output to every decoder and train it against the face mask."""
+    faceswap_compat: bool = False
+    """Reproduce Faceswap's verified loss bugs exactly instead of computing the intended value."""
+
+    def __post_init__(self) -> None:
+        _check_choice("loss.loss_function", self.loss_function, LOSS_FUNCTIONS)
+        for i in (2, 3, 4):
+            _check_choice(
+                f"loss.loss_function_{i}", getattr(self, f"loss_function_{i}"),
+                ("none",) + LOSS_FUNCTIONS,
+            )
+            _check_range(f"loss.loss_weight_{i}", getattr(self, f"loss_weight_{i}"), 0, 400)
+        _check_choice("loss.mask_loss_function", self.mask_loss_function, ("mae", "mse"))
+        _check_range("loss.eye_multiplier", self.eye_multiplier, 1, 40)
+        _check_range("loss.mouth_multiplier", self.mouth_multiplier, 1, 40)
+        _check_choice("loss.mask_type", self.mask_type, MASK_TYPES)
+        _check_range("loss.mask_dilation", self.mask_dilation, -5, 5)
+        if self.mask_type == "none" and (self.penalized_mask_loss or self.learn_mask):
+            raise ConfigError(
+                "loss.mask_type='none' cannot be used with penalized_mask_loss or learn_mask: "
+                "choose extended or components, or turn both off"
+            )
+
+    @property
+    def functions(self) -> dict[str, float]:
+        """Loss name -> weight, as Faceswap's collator builds it (a later duplicate wins)."""
+        out = {self.loss_function: 1.0}
+        for i in (2, 3, 4):
+            out[getattr(self, f"loss_function_{i}")] = getattr(self, f"loss_weight_{i}") / 100.0
+        return {name: weight for name, weight in out.items() if name != "none" and weight > 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """Faceswap's `global.optimizer` options."""
+
+    optimizer: str = "adam"
+    """Optimizer."""
+    learning_rate: float = 5e-5
+    """Learning rate."""
+    epsilon_exponent: int = -7
+    """Epsilon is 10 to this power (-20..0)."""
+    ada_beta_1: float = 0.9
+    """First-moment decay (0..1)."""
+    ada_beta_2: float = 0.999
+    """Second-moment decay (0..1)."""
+
+    def __post_init__(self) -> None:
+        _check_choice("optimizer.optimizer", self.optimizer, OPTIMIZERS)
+        if not 0 < self.learning_rate <= 1:
+            raise ConfigError(
+                f"optimizer.learning_rate={self.learning_rate!r} is out of range: allowed (0, 1]"
+            )
+        _check_range("optimizer.epsilon_exponent", self.epsilon_exponent, -20, 0)
+        _check_range("optimizer.ada_beta_1", self.ada_beta_1, 0, 1)
+        _check_range("optimizer.ada_beta_2", self.ada_beta_2, 0, 1)
+
+    @property
+    def epsilon(self) -> float:
+        return 10.0**self.epsilon_exponent
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The `faceswap.py train` switches: folders, batch size, iteration counts, output."""
+
+    model_dir: pathlib.Path = pathlib.Path("models/original")
+    """Model folder (`-m`); created if missing, resumed if it holds a model."""
+    batch_size: int = 16
+    """Faces per side in each batch (1..256)."""
+    iterations: int = 1_000_000
+    """Total iterations to reach (`-i`); training stops there."""
+    demo_iterations: int = 300
+    """With the built-in demo faces, total iterations to reach instead of `iterations`."""
+    save_interval: int = 250
+    """Save the model every this many iterations (`-s`)."""
+    snapshot_interval: int = 25_000
+    """Iterations between snapshots (`-I`, 0 = off)."""
+    write_image: bool = True
+    """Write the preview `training_preview.png` into the model folder at each save (`-w`)."""
+    preview_images: int = 14
+    """Faces per side in the preview (2..16)."""
+    no_logs: bool = False
+    """Do not write TensorBoard logs (`-n`)."""
+    summary: bool = False
+    """Print the model summary and exit (`-u`)."""
+    seed: int = 0
+    """Root seed: initial weights, augmentation and sampling all derive from it."""
+
+    def __post_init__(self) -> None:
+        _check_range("train.batch_size", self.batch_size, 1, 256)
+        _check_range("train.iterations", self.iterations, 0, 5_000_000)
+        _check_range("train.demo_iterations", self.demo_iterations, 0, 5_000_000)
+        _check_range("train.save_interval", self.save_interval, 1, 1_000_000)
+        _check_range("train.snapshot_interval", self.snapshot_interval, 0, 1_000_000)
+        _check_range("train.preview_images", self.preview_images, 2, 16)
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything one training run needs."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    augment: AugmentConfig = AugmentConfig()
+    loss: LossConfig = LossConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def target_iterations(self) -> int:
+        return self.train.demo_iterations if self.data.uses_demo else self.train.iterations
+
+
+def load_experiment(path: str | pathlib.Path) -> ExperimentConfig:
+    """Runs `get_config()` from an experiment file (our own code, never user data)."""
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config={str(path)!r}: experiment file does not exist")
+    spec = importlib.util.spec_from_file_location(f"fsjax_experiment_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"--config={str(path)!r}: the file defines no get_config()")
+    config = module.get_config()
+    if not isinstance(config, ExperimentConfig):
+        raise ConfigError(f"--config={str(path)!r}: get_config() must return an ExperimentConfig")
+    return config
