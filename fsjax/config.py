@@ -17,6 +17,7 @@ CENTERINGS = ("face", "head", "legacy")
 MASK_TYPES = ("none", "components", "extended")
 LOSS_FUNCTIONS = ("mae", "mse", "ssim")
 OPTIMIZERS = ("adam",)
+DEMO_ITERATIONS = 300
 
 
 class ConfigError(ValueError):
@@ -231,10 +232,8 @@ class TrainConfig:
     """Model folder (`-m`); created if missing, resumed if it holds a model."""
     batch_size: int = 16
     """Faces per side in each batch (1..256)."""
-    iterations: int = 1_000_000
-    """Total iterations to reach (`-i`); training stops there."""
-    demo_iterations: int = 300
-    """With the built-in demo faces, total iterations to reach instead of `iterations`."""
+    iterations: int | None = None
+    """Total iterations to reach (`-i`). Default: Faceswap's 1,000,000, or 300 on the demo faces."""
     save_interval: int = 250
     """Save the model every this many iterations (`-s`)."""
     snapshot_interval: int = 25_000
@@ -252,8 +251,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_range("train.batch_size", self.batch_size, 1, 256)
-        _check_range("train.iterations", self.iterations, 0, 5_000_000)
-        _check_range("train.demo_iterations", self.demo_iterations, 0, 5_000_000)
+        if self.iterations is not None:
+            _check_range("train.iterations", self.iterations, 0, 5_000_000)
         _check_range("train.save_interval", self.save_interval, 1, 1_000_000)
         _check_range("train.snapshot_interval", self.snapshot_interval, 0, 1_000_000)
         _check_range("train.preview_images", self.preview_images, 2, 16)
@@ -272,7 +271,10 @@ class ExperimentConfig:
 
     @property
     def target_iterations(self) -> int:
-        return self.train.demo_iterations if self.data.uses_demo else self.train.iterations
+        """Total iterations to reach: the given count, else a short demo run or Faceswap's default."""
+        if self.train.iterations is not None:
+            return self.train.iterations
+        return DEMO_ITERATIONS if self.data.uses_demo else 1_000_000
 
 
 def load_experiment(path: str | pathlib.Path) -> ExperimentConfig:

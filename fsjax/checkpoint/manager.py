@@ -1,0 +1,62 @@
+"""Orbax checkpoints inside the model folder: the train state and the data iterator, saved together.
+
+Each save is a directory `<model_dir>/<name>_checkpoints/<step>/` that orbax writes under a temporary
+name and renames when complete, so an interrupted save is never restored; leftovers of one are
+removed on the next save.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from fsjax.training.state import TrainState
+
+
+class Checkpoints:
+    """Saves and restores `(TrainState, data iterator state)` pairs in a model folder."""
+
+    def __init__(self, model_dir: pathlib.Path, name: str, *, max_to_keep: int = 2) -> None:
+        self.directory = pathlib.Path(model_dir).absolute() / f"{name}_checkpoints"
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            create=True,
+            enable_async_checkpointing=False,  # the state file must only name complete saves
+            cleanup_tmp_directories=True,
+        )
+        self._manager = ocp.CheckpointManager(
+            self.directory, options=options, item_names=("state", "data_iter")
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, state: TrainState, data_iter_state: dict[str, Any]) -> None:
+        step = int(jax.device_get(state.step))
+        self._manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data_iter=ocp.args.JsonSave(data_iter_state),
+            ),
+            force=True,
+        )
+        self._manager.wait_until_finished()
+
+    def restore(self, abstract_state: TrainState) -> tuple[TrainState, dict[str, Any]]:
+        """Restores the newest complete save onto the shardings of `abstract_state`."""
+        step = self._manager.latest_step()
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data_iter=ocp.args.JsonRestore(),
+            ),
+        )
+        return restored["state"], restored["data_iter"]
+
+    def close(self) -> None:
+        self._manager.close()

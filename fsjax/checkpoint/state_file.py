@@ -1,0 +1,150 @@
+"""`<name>_state.json`: Faceswap's model state file (reference/data.md §5.2), written crash-safely.
+
+Faceswap and its GUI read this file for the iteration count, session history and the options a
+model was created with, so fsjax writes the same schema. Option names in `config` are Faceswap's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+from typing import Any
+
+from fsjax.config import ExperimentConfig
+
+# Faceswap options that may change between sessions (`fixed=False`); the rest are locked at creation.
+CHANGEABLE = (
+    "mixed_precision", "nan_protection", "convert_batchsize", "loss_function", "loss_function_2",
+    "loss_weight_2", "loss_function_3", "loss_weight_3", "loss_function_4", "loss_weight_4",
+    "mask_loss_function", "eye_multiplier", "mouth_multiplier", "mask_dilation", "mask_blur_kernel",
+    "mask_threshold", "learning_rate", "epsilon_exponent", "save_optimizer", "gradient_clipping",
+    "clipping_value", "autoclip_history", "weight_decay", "gradient_accumulation",
+)
+
+
+def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
+    """The experiment expressed as Faceswap's `global` + plugin options, in Faceswap's order.
+
+    Options fsjax does not implement yet are written with Faceswap's defaults, which is what fsjax
+    does for them.
+    """
+    loss, opt = config.loss, config.optimizer
+    options: dict[str, Any] = {
+        "centering": config.data.centering,
+        "coverage": config.data.coverage,
+        "vertical_offset": config.data.vertical_offset,
+        "icnr_init": False,
+        "conv_aware_init": False,
+        "lr_finder_iterations": 1000,
+        "lr_finder_mode": "set",
+        "lr_finder_strength": "default",
+        "reflect_padding": False,
+        "mixed_precision": config.model.dtype != "float32",
+        "nan_protection": True,
+        "convert_batchsize": 16,
+        "loss_function": loss.loss_function,
+        "loss_function_2": loss.loss_function_2,
+        "loss_weight_2": loss.loss_weight_2,
+        "loss_function_3": loss.loss_function_3,
+        "loss_weight_3": loss.loss_weight_3,
+        "loss_function_4": loss.loss_function_4,
+        "loss_weight_4": loss.loss_weight_4,
+        "mask_loss_function": loss.mask_loss_function,
+        "eye_multiplier": loss.eye_multiplier,
+        "mouth_multiplier": loss.mouth_multiplier,
+        "penalized_mask_loss": loss.penalized_mask_loss,
+        "mask_type": loss.mask_type,
+        "mask_dilation": loss.mask_dilation,
+        "mask_blur_kernel": 3,
+        "mask_threshold": 4,
+        "learn_mask": loss.learn_mask,
+        "optimizer": opt.optimizer,
+        "learning_rate": opt.learning_rate,
+        "epsilon_exponent": opt.epsilon_exponent,
+        "save_optimizer": "exit",
+        "gradient_clipping": "none",
+        "clipping_value": 1.0,
+        "autoclip_history": 10000,
+        "weight_decay": 0.0,
+        "gradient_accumulation": 1,
+        "ada_beta_1": opt.ada_beta_1,
+        "ada_beta_2": opt.ada_beta_2,
+        "ada_amsgrad": False,
+    }
+    if config.model.name == "original":
+        options["lowmem"] = config.model.lowmem
+    return options
+
+
+def state_path(model_dir: pathlib.Path, name: str) -> pathlib.Path:
+    return pathlib.Path(model_dir) / f"{name}_state.json"
+
+
+def new_state(name: str, config: ExperimentConfig) -> dict[str, Any]:
+    """The state of a model that has not trained yet."""
+    return {
+        "name": name,
+        "sessions": {},
+        "lowest_avg_loss": None,
+        "iterations": 0,
+        "mixed_precision_layers": [],
+        "lr_finder": -1.0,
+        "config": faceswap_options(config),
+    }
+
+
+def load_state(path: pathlib.Path) -> dict[str, Any]:
+    """Reads a state file (JSON only; nothing in it is executed)."""
+    try:
+        state = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: cannot read the model state file ({err})") from err
+    if not isinstance(state, dict) or not isinstance(state.get("iterations"), int):
+        raise ValueError(f"{path}: not a Faceswap model state file (no integer 'iterations')")
+    return state
+
+
+def write_state(path: pathlib.Path, state: dict[str, Any]) -> None:
+    """Writes the state file so that a crash leaves either the old or the new file, never half."""
+    path = pathlib.Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(state, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def record_session(
+    state: dict[str, Any],
+    session_id: int,
+    *,
+    batch_size: int,
+    session_iterations: int,
+    total_iterations: int,
+    no_logs: bool,
+    config: ExperimentConfig,
+    started: float,
+) -> None:
+    """Updates the session entry and totals in place (Faceswap writes sessions with iterations > 0)."""
+    if session_iterations > 0:
+        options = faceswap_options(config)
+        state["sessions"][str(session_id)] = {
+            "timestamp": started,
+            "no_logs": no_logs,
+            "batchsize": batch_size,
+            "iterations": session_iterations,
+            "config": {k: options[k] for k in CHANGEABLE if k in options},
+        }
+    state["iterations"] = total_iterations
+
+
+def next_session_id(state: dict[str, Any]) -> int:
+    return max((int(k) for k in state["sessions"]), default=0) + 1
+

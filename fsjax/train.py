@@ -1,0 +1,110 @@
+"""Entry point: `python -m fsjax.train --config experiments/original.py [overrides]`.
+
+Overrides are tyro flags on the nested config (`--config.loss.eye-multiplier 2`) or Faceswap's own
+train switches (`--faces-a DIR --batch-size 8 --no-flip ...`), which are spelled as aliases below.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import tyro
+
+from fsjax.config import ConfigError, ExperimentConfig, load_experiment
+
+# Faceswap's `train` switches -> the nested option they set (keep these names: scripts rely on them).
+ALIASES = {
+    "--faces-a": "--config.data.faces-a",
+    "--faces-b": "--config.data.faces-b",
+    "--model-dir": "--config.train.model-dir",
+    "--batch-size": "--config.train.batch-size",
+    "--iterations": "--config.train.iterations",
+    "--save-interval": "--config.train.save-interval",
+    "--snapshot-interval": "--config.train.snapshot-interval",
+    "--no-flip": "--config.augment.no-flip",
+    "--no-warp": "--config.augment.no-warp",
+    "--no-augment-color": "--config.augment.no-augment-color",
+    "--warp-to-landmarks": "--config.augment.warp-to-landmarks",
+    "--write-image": "--config.train.write-image",
+    "--no-logs": "--config.train.no-logs",
+    "--summary": "--config.train.summary",
+}
+
+DESCRIPTION = (
+    "Train a Faceswap model with fsjax. Without face folders it trains on built-in synthetic demo "
+    "faces. Faceswap-style switches are accepted as short forms: "
+    + ", ".join(f"{k} (= {v})" for k, v in ALIASES.items())
+    + ". Only swap faces with the consent of the people shown."
+)
+
+
+def split_config_path(argv: list[str]) -> tuple[str | None, list[str]]:
+    """Takes `--config PATH` / `--config=PATH` out of argv (nested `--config.x` flags stay)."""
+    path, rest, i = None, [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--config" and i + 1 < len(argv):
+            path, i = argv[i + 1], i + 2
+            continue
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+        i += 1
+    return path, rest
+
+
+def expand_aliases(argv: list[str]) -> list[str]:
+    out = []
+    for arg in argv:
+        flag, eq, value = arg.partition("=")
+        out.append(ALIASES.get(flag, flag) + eq + value)
+    return out
+
+
+def parse_cli(argv: list[str]) -> ExperimentConfig:
+    """Loads the experiment file, then applies the command line's overrides."""
+    path, rest = split_config_path(argv)
+    base = load_experiment(path) if path else ExperimentConfig()
+
+    def _entry(config: ExperimentConfig = base) -> ExperimentConfig:
+        return config
+
+    return tyro.cli(_entry, args=expand_aliases(rest), prog="python -m fsjax.train",
+                    description=DESCRIPTION)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        config = parse_cli(argv)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    import jax
+
+    jax.config.update("jax_threefry_partitionable", True)
+    from fsjax.models import get_model_module
+
+    spec = get_model_module(config.model.name).build(config)
+    if config.train.summary:
+        from fsjax.training.summary import print_summary
+
+        print_summary(spec.module, spec.name, spec.input_size)
+        return 0
+
+    from fsjax.data.faces import DataError
+    from fsjax.data.header import FaceFileError
+    from fsjax.training.loop import train_and_evaluate
+
+    try:
+        train_and_evaluate(config)
+    except (DataError, FaceFileError, ConfigError, ValueError, FloatingPointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""Console status lines and TensorBoard scalars with Faceswap's tag names (data.md §8.2)."""
+
+from __future__ import annotations
+
+import pathlib
+import time
+
+
+def status_line(elapsed: float, session_iterations: int, total_iterations: int, loss_a: float,
+                loss_b: float, examples_per_second: float) -> str:
+    """`[elapsed] [#session/total] Loss A: .., Loss B: .. | EG/s`, Faceswap's line plus speed."""
+    clock = time.strftime("%H:%M:%S", time.gmtime(elapsed))
+    return (f"[{clock}] [#{session_iterations:05d} | total {total_iterations:05d}] "
+            f"Loss A: {loss_a:.5f}, Loss B: {loss_b:.5f} | {examples_per_second:.2f} EG/s")
+
+
+class MetricLogger:
+    """Writes every metric as `batch_<name>` at the total iteration; a no-op without a folder."""
+
+    def __init__(self, folder: pathlib.Path | None) -> None:
+        self._writer = None
+        if folder is not None:
+            from tensorboardX import SummaryWriter  # imported only when logs are on
+
+            folder.mkdir(parents=True, exist_ok=True)
+            self._writer = SummaryWriter(str(folder))
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        if self._writer is None:
+            return
+        for name, value in values.items():
+            if name in ("loss_a", "loss_b"):
+                continue  # already logged as batch_total / batch_face_* terms
+            self._writer.add_scalar(f"batch_{name}", value, step)
+
+    def flush(self) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

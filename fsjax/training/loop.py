@@ -1,0 +1,316 @@
+"""The training loop: set-up, resume, the iteration loop, saves, previews, logs and clean stops.
+
+Everything that can fail on bad input (config, face folders, model folder) is checked before the
+model is built. The loop runs until the total iteration target or a stop request (Ctrl-C, SIGTERM),
+then saves and returns; running the same command again resumes from the newest complete save.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from fsjax.checkpoint import state_file
+from fsjax.checkpoint.manager import Checkpoints
+from fsjax.config import ExperimentConfig
+from fsjax.data import demo, faces, pipeline
+from fsjax.models import get_model_module
+from fsjax.optim.optimizers import make_optimizer
+from fsjax.preview import render_preview, write_preview
+from fsjax.training import sharding
+from fsjax.training.logs import MetricLogger, status_line
+from fsjax.training.state import TrainState
+from fsjax.training.step import make_init_fn, make_predict_fn, make_train_step
+
+
+class StopRequest:
+    """Set by Ctrl-C / SIGTERM (or a caller); the loop finishes its step, saves and returns.
+
+    A second Ctrl-C raises KeyboardInterrupt at once: saves are atomic, so nothing is corrupted.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def __bool__(self) -> bool:
+        return self._event.is_set()
+
+    def install(self) -> Callable[[], None]:
+        """Installs the signal handlers (main thread only); returns a function that removes them."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            self.set()
+            print(f"\n{signal.Signals(signum).name}: saving and stopping after this iteration "
+                  "(Ctrl-C again to quit at once)", flush=True)
+
+        for s in previous:
+            signal.signal(s, handler)
+        return lambda: [signal.signal(s, h) for s, h in previous.items()]
+
+
+def sample_spec(config: ExperimentConfig, process_size: int) -> faces.SampleSpec:
+    """What each training sample holds, following Faceswap's mask rules (data.md §2.6)."""
+    loss = config.loss
+    need_face = loss.mask_type != "none" and (loss.penalized_mask_loss or loss.learn_mask)
+    return faces.SampleSpec(
+        size=process_size,
+        centering=config.data.centering,
+        coverage=config.data.coverage,
+        vertical_offset=config.data.vertical_offset,
+        mask_type=loss.mask_type if need_face else "none",
+        mask_dilation=loss.mask_dilation,
+        eye_mask=loss.penalized_mask_loss and loss.eye_multiplier > 1,
+        mouth_mask=loss.penalized_mask_loss and loss.mouth_multiplier > 1,
+    )
+
+
+def face_folders(config: ExperimentConfig) -> tuple[pathlib.Path, pathlib.Path]:
+    """The user's folders, or the demo set (written on first use)."""
+    if not config.data.uses_demo:
+        return pathlib.Path(config.data.faces_a), pathlib.Path(config.data.faces_b)
+    root = config.data.demo_dir or demo.default_demo_dir()
+    print(f"No face folders given: using the built-in demo faces in {root}", flush=True)
+    return demo.write_demo_faces(pathlib.Path(root), seed=0)
+
+
+def open_model_state(model_dir: pathlib.Path, name: str, config: ExperimentConfig) -> dict:
+    """Loads `<name>_state.json`, or starts a new one; refuses a folder holding another model."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for other in model_dir.glob("*_state.json"):
+        if other.name != f"{name}_state.json":
+            raise ValueError(
+                f"{model_dir}: this folder holds a different model ({other.name}); "
+                f"use another --model-dir for a new '{name}' model"
+            )
+    path = state_file.state_path(model_dir, name)
+    return state_file.load_state(path) if path.exists() else state_file.new_state(name, config)
+
+
+def data_seed(key: jax.Array) -> int:
+    """A host integer seed for the grain pipeline, derived from the run's root key."""
+    return int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
+
+
+def train_and_evaluate(
+    config: ExperimentConfig, *, stop: StopRequest | None = None
+) -> TrainState:
+    """Trains until `config.target_iterations` total iterations or a stop request; returns the state."""
+    stop = StopRequest() if stop is None else stop
+    model_dir = pathlib.Path(config.train.model_dir)
+    spec_model = get_model_module(config.model.name).build(config)
+    name = spec_model.name
+
+    # Everything that reads user input happens before the model is built.
+    folder_a, folder_b = face_folders(config)
+    metas_a, metas_b = faces.scan_folder(folder_a), faces.scan_folder(folder_b)
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(config.train.batch_size, mesh)
+    model_state = open_model_state(model_dir, name, config)
+    spec = sample_spec(config, max((spec_model.input_size,) + spec_model.output_sizes))
+    print(f"Faces: A {len(metas_a)} in {folder_a}, B {len(metas_b)} in {folder_b}", flush=True)
+
+    init_key, train_key, data_key = jax.random.split(jax.random.key(config.train.seed), 3)
+    tx = make_optimizer(config.optimizer)
+    repl = sharding.replicated(mesh)
+    init_fn = make_init_fn(spec_model.module, tx, spec_model.input_size)
+    checkpoints = Checkpoints(model_dir, name)
+    iterator = pipeline.make_train_iter(
+        metas_a, metas_b, spec, config.augment, batch_size=config.train.batch_size,
+        seed=data_seed(data_key), num_processes=config.data.num_processes,
+        pre_fetch=config.data.pre_fetch,
+    )
+    if checkpoints.latest_step() is not None:
+        abstract = jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
+            jax.eval_shape(init_fn, init_key),
+        )
+        state, iter_state = checkpoints.restore(abstract)
+        iterator.set_state(iter_state)
+        print(f"Resuming '{name}' in {model_dir} at iteration {int(state.step)}", flush=True)
+    else:
+        state = jax.jit(init_fn, out_shardings=repl)(init_key)
+        print(f"New '{name}' model in {model_dir}", flush=True)
+
+    session = _Session(config, name, model_dir, model_state, checkpoints, iterator, spec_model,
+                       (metas_a, metas_b, spec), mesh)
+    remove_handlers = stop.install()
+    try:
+        state = session.run(state, make_train_step(spec_model.module, tx, config.loss, mesh),
+                            train_key, stop)
+    finally:
+        remove_handlers()
+        session.close()
+    return state
+
+
+@dataclasses.dataclass
+class _Session:
+    """One run of the loop: owns the counters, loss history and writers of this session."""
+
+    config: ExperimentConfig
+    name: str
+    model_dir: pathlib.Path
+    model_state: dict
+    checkpoints: Checkpoints
+    iterator: Any
+    spec_model: Any
+    preview_source: tuple
+    mesh: Any
+
+    def __post_init__(self) -> None:
+        self.session_id = state_file.next_session_id(self.model_state)
+        self.started = time.time()
+        self.iterations = 0
+        self.history: list[float] = []
+        self.logger = MetricLogger(
+            None if self.config.train.no_logs
+            else self.model_dir / f"{self.name}_logs" / f"session_{self.session_id}" / "train"
+        )
+        self._predict = None
+        self.timed_from: tuple[float, int] | None = None
+
+    def run(self, state: TrainState, step_fn: Any, train_key: jax.Array,
+            stop: StopRequest) -> TrainState:
+        target = self.config.target_iterations
+        total = int(jax.device_get(state.step))
+        if total >= target:
+            print(f"Already at {total} iterations (target {target}): nothing to do", flush=True)
+            return state
+        batch_sharding = sharding.batch_sharded(self.mesh)
+        train_key = jax.device_put(train_key, sharding.replicated(self.mesh))
+        saved_at = total
+        pending = None  # the step in flight: its metrics are read once the next one is dispatched
+        while total < target and not stop:
+            batch = sharding.to_global(next(self.iterator), batch_sharding)
+            state, metrics = step_fn(state, batch, train_key)
+            if pending is not None:
+                self._report(*pending)
+            total += 1
+            self.iterations += 1
+            pending = (metrics, total)
+            if self.iterations == 1 or self.iterations % self.config.train.save_interval == 0:
+                self._report(*pending)  # the NaN check runs before anything is saved
+                pending = None
+                self.save(state)
+                saved_at = total
+                self._maybe_snapshot(total)
+        if pending is not None:
+            self._report(*pending)
+        if saved_at != total:
+            self.save(state)
+        reason = "target reached" if total >= target else "stop requested"
+        print(f"Stopped at iteration {total} ({reason}); model saved in {self.model_dir}",
+              flush=True)
+        return state
+
+    def _report(self, metrics: dict[str, jax.Array], total: int) -> None:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not np.isfinite(values["total"]):
+            raise FloatingPointError(
+                f"iteration {total}: the loss is not finite (A {values['loss_a']}, "
+                f"B {values['loss_b']}); stopped without saving"
+            )
+        self.history.append(values["total"])
+        now = time.time()
+        if self.timed_from is None:  # the first step includes compilation: time from its end
+            self.timed_from = (now, self.iterations)
+        done = self.iterations - self.timed_from[1]
+        rate = done * 2 * self.config.train.batch_size / max(now - self.timed_from[0], 1e-9)
+        print(status_line(now - self.started, self.iterations, total, values["loss_a"],
+                          values["loss_b"], rate), flush=True)
+        self.logger.write(total, values)
+
+    def save(self, state: TrainState) -> None:
+        iter_state = self.iterator.get_state()
+        self.checkpoints.save(state, iter_state)
+        total = int(jax.device_get(state.step))
+        if self.history:
+            avg = float(np.mean(self.history))
+            lowest = self.model_state.get("lowest_avg_loss")
+            if lowest is None or avg < lowest:
+                self.model_state["lowest_avg_loss"] = avg
+            self.history = []
+        state_file.record_session(
+            self.model_state, self.session_id, batch_size=self.config.train.batch_size,
+            session_iterations=self.iterations, total_iterations=total,
+            no_logs=self.config.train.no_logs, config=self.config, started=self.started,
+        )
+        state_file.write_state(state_file.state_path(self.model_dir, self.name), self.model_state)
+        (self.model_dir / "config.json").write_text(_config_json(self.config))
+        self.logger.flush()
+        if self.config.train.write_image:
+            self._write_preview(state)
+
+    def _write_preview(self, state: TrainState) -> None:
+        metas_a, metas_b, spec = self.preview_source
+        n = min(self.config.train.preview_images, len(metas_a), len(metas_b))
+        batch = pipeline.preview_batch(metas_a, metas_b, spec, n, seed=0)
+        if self._predict is None:
+            self._predict = make_predict_fn(self.spec_model.module)
+        size = self.spec_model.input_size
+        feed = {s: _resize(batch[s]["input"], size) for s in "ab"}
+        same = jax.device_get(self._predict(state.params, feed["a"], feed["b"]))
+        swap = jax.device_get(self._predict(state.params, feed["b"], feed["a"]))
+        out = self.spec_model.output_sizes[-1]
+        tgt = {s: _resize(batch[s]["target"], out) for s in "ab"}
+        face_mask = {s: (_resize(batch[s]["mask_face"], out) if "mask_face" in batch[s] else None)
+                     for s in "ab"}
+        # swap["a"] is decoder_a on B faces (B > A); swap["b"] is decoder_b on A faces (A > B).
+        columns = (tgt["a"], same["a"]["faces"][-1], swap["b"]["faces"][-1],
+                   tgt["b"], same["b"]["faces"][-1], swap["a"]["faces"][-1])
+        learned = {s: same[s].get("mask") for s in "ab"}
+        masks = (face_mask["a"], learned["a"] if learned["a"] is not None else face_mask["a"],
+                 swap["b"].get("mask", face_mask["a"]),
+                 face_mask["b"], learned["b"] if learned["b"] is not None else face_mask["b"],
+                 swap["a"].get("mask", face_mask["b"]))
+        write_preview(self.model_dir / "training_preview.png", render_preview(
+            tuple(np.asarray(c, np.float32) for c in columns), masks))
+
+    def _maybe_snapshot(self, total: int) -> None:
+        interval = self.config.train.snapshot_interval
+        if interval and total % interval == 0:
+            target = self.model_dir.with_name(f"{self.model_dir.name}_snapshot_{total}_iters")
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(self.model_dir, target)
+            print(f"Snapshot of iteration {total} in {target}", flush=True)
+
+    def close(self) -> None:
+        self.logger.close()
+        self.checkpoints.close()
+        if hasattr(self.iterator, "close"):
+            self.iterator.close()
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (n,S,S,C) -> float32 (n,size,size,C) in [0, 1], box-averaged like INTER_AREA."""
+    x = np.asarray(images, np.float32) / 255.0
+    if x.ndim == 3:
+        x = x[..., None]
+    factor = x.shape[1] // size
+    if factor > 1:
+        n, h, w, c = x.shape
+        x = x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+    return x
+
+
+def _config_json(config: ExperimentConfig) -> str:
+    import json
+
+    return json.dumps(dataclasses.asdict(config), indent=2, default=str)

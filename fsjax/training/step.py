@@ -1,0 +1,142 @@
+"""The train step: one pure function, jitted once with explicit shardings and a donated state."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from fsjax.config import LossConfig
+from fsjax.losses.collate import collate_side
+from fsjax.training import sharding
+from fsjax.training.state import TrainState
+
+Batch = dict[str, dict[str, jax.Array]]
+SIDES = ("a", "b")
+
+
+def to_unit(x: jax.Array) -> jax.Array:
+    """uint8 pixels from the loader -> float32 in [0, 1] (the conversion happens on device)."""
+    return x.astype(jnp.float32) / 255.0
+
+
+def area_resize(x: jax.Array, size: int) -> jax.Array:
+    """Downscales NHWC by an integer factor with box averaging (OpenCV's INTER_AREA for such factors)."""
+    factor = x.shape[1] // size
+    if factor == 1:
+        return x
+    n, h, w, c = x.shape
+    return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+
+
+def side_loss(
+    outputs: dict[str, Any], side_batch: dict[str, jax.Array], loss_config: LossConfig, side: str
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Faceswap's loss collation for one side: every face output, masks, the learned mask."""
+    target = to_unit(side_batch["target"])
+    masks = {k: to_unit(v) for k, v in side_batch.items() if k.startswith("mask_")}
+    sizes = [face.shape[1] for face in outputs["faces"]]
+    largest = max(sizes)
+    targets = [area_resize(target, s) for s in sizes]
+    masks = {k: area_resize(v, largest) for k, v in masks.items()}
+    mask_prediction = outputs.get("mask")
+    return collate_side(
+        loss_config,
+        targets,
+        list(outputs["faces"]),
+        side=side.upper(),
+        mask_face=masks.get("mask_face"),
+        mask_eye=masks.get("mask_eye"),
+        mask_mouth=masks.get("mask_mouth"),
+        mask_prediction=mask_prediction,
+        mask_target=masks.get("mask_face") if mask_prediction is not None else None,
+    )
+
+
+def train_step(
+    state: TrainState,
+    batch: Batch,
+    rng: jax.Array,
+    *,
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    loss_config: LossConfig,
+) -> tuple[TrainState, dict[str, jax.Array]]:
+    """One optimizer step on a batch of both sides.
+
+    Args:
+        state: parameters, optimizer state and step counter (donated).
+        batch: `{"a": {"input", "target", "mask_*"}, "b": {...}}` uint8 arrays, batch-sharded.
+        rng: the run's training key; this step's randomness is `fold_in(rng, state.step)`.
+
+    Returns:
+        The new state and scalar metrics named as Faceswap logs them (`total`, `face_A`, ...).
+    """
+    step_rng = jax.random.fold_in(rng, state.step)
+
+    def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+        outputs = model.apply(
+            {"params": params}, to_unit(batch["a"]["input"]), to_unit(batch["b"]["input"]),
+            rngs={"dropout": step_rng},
+        )
+        total = jnp.zeros((), jnp.float32)
+        metrics: dict[str, jax.Array] = {}
+        for side in SIDES:
+            side_total, terms = side_loss(outputs[side], batch[side], loss_config, side)
+            total = total + side_total
+            metrics[f"loss_{side}"] = side_total
+            metrics.update(terms)
+        metrics["total"] = total
+        return total, metrics
+
+    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    return new_state, metrics
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    loss_config: LossConfig,
+    mesh: Mesh,
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """Binds the static parts and jits once: state and rng replicated, batch split over `data`."""
+    repl = sharding.replicated(mesh)
+    return jax.jit(
+        functools.partial(train_step, model=model, tx=tx, loss_config=loss_config),
+        in_shardings=(repl, sharding.batch_sharded(mesh), repl),
+        out_shardings=(repl, repl),
+        donate_argnums=(0,),
+    )
+
+
+def make_init_fn(
+    model: nn.Module, tx: optax.GradientTransformation, input_size: int
+) -> Callable[[jax.Array], TrainState]:
+    """A function from a PRNG key to a fresh TrainState (jit it with the replicated out sharding)."""
+
+    def init(key: jax.Array) -> TrainState:
+        dummy = jnp.zeros((1, input_size, input_size, 3), jnp.float32)
+        params = model.init(key, dummy, dummy)["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+
+    return init
+
+
+def make_predict_fn(model: nn.Module) -> Callable[[Any, jax.Array, jax.Array], dict[str, Any]]:
+    """Jitted forward pass (nothing donated) used for previews."""
+
+    @jax.jit
+    def predict(params: Any, face_a: jax.Array, face_b: jax.Array) -> dict[str, Any]:
+        return model.apply({"params": params}, face_a, face_b)
+
+    return predict

@@ -1,0 +1,39 @@
+"""`--summary`: each sub-model's layers and parameter counts, printed like Keras' `model.summary()`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+
+def param_tree(module: Any, input_size: int) -> dict[str, Any]:
+    """Parameter shapes of `module` without allocating them."""
+    dummy = jax.ShapeDtypeStruct((1, input_size, input_size, 3), jnp.float32)
+    return jax.eval_shape(module.init, jax.random.key(0), dummy, dummy)["params"]
+
+
+def count(tree: Any) -> int:
+    return sum(int(leaf.size) for leaf in jax.tree.leaves(tree))
+
+
+def print_summary(module: Any, name: str, input_size: int, out: Callable[[str], None] = print) -> int:
+    """Prints every sub-model's layers and returns the total parameter count."""
+    params = param_tree(module, input_size)
+    width = 60
+    out(f'Model: "{name}"')
+    for sub_name, layers in params.items():
+        out("=" * (width + 30))
+        out(f'Sub-model: "{sub_name}"')
+        out(f"{'Layer':<{width}}{'Weights':<20}{'Params':>10}")
+        out("-" * (width + 30))
+        for layer, weights in layers.items():
+            shapes = " ".join("x".join(map(str, w.shape)) for w in weights.values())
+            out(f"{layer:<{width}}{shapes:<20}{count(weights):>10,}")
+        out(f"{'Sub-model params:':<{width + 20}}{count(layers):>10,}")
+    total = count(params)
+    out("=" * (width + 30))
+    out(f"Total params: {total:,}")
+    return total

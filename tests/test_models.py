@@ -1,0 +1,110 @@
+"""Original model: Faceswap's parameter names, shapes and counts; the blocks' numerics."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fsjax.config import ExperimentConfig, LossConfig, ModelConfig
+from fsjax.models.original import build
+from fsjax.nn import blocks
+from fsjax.training.summary import param_tree
+
+VARIANTS = {
+    "original": (ModelConfig(), LossConfig(), 82_062_470),
+    "original_lowmem": (ModelConfig(lowmem=True), LossConfig(), 60_565_126),
+    "original_learn_mask": (ModelConfig(), LossConfig(learn_mask=True), 94_455_560),
+}
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, path + "/"))
+        else:
+            out[path] = tuple(value.shape)
+    return out
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_parameters_match_faceswap_manifest(variant, data_dir):
+    model_cfg, loss_cfg, expected_total = VARIANTS[variant]
+    spec = build(ExperimentConfig(model=model_cfg, loss=loss_cfg))
+    ours = _flat(param_tree(spec.module, spec.input_size))
+    manifest = json.loads((data_dir / "manifest_original.json").read_text())[variant]
+    theirs = {
+        f"{sub['name']}/{path}": tuple(shape)
+        for sub in manifest["sub_models"]
+        for path, shape in sub["weights"]
+    }
+    assert ours == theirs
+    assert sum(int(np.prod(s)) for s in ours.values()) == expected_total == manifest["total_params"]
+
+
+def test_pixel_shuffle_uses_tensorflow_depth_to_space_order():
+    x = jnp.arange(2 * 3 * 3 * 8, dtype=jnp.float32).reshape(2, 3, 3, 8)
+    y = blocks.pixel_shuffle(x, 2)
+    oc = 2
+    for h, w, i, j, o in [(0, 0, 0, 0, 0), (1, 2, 1, 0, 1), (2, 1, 1, 1, 0), (2, 2, 0, 1, 1)]:
+        assert y[1, h * 2 + i, w * 2 + j, o] == x[1, h, w, (i * 2 + j) * oc + o]
+
+
+@pytest.mark.parametrize("size", [4, 8])
+def test_space_to_depth_conv_equals_strided_conv(size):
+    kx, kk = jax.random.split(jax.random.key(1))
+    x = jax.random.normal(kx, (2, size, size, 6))
+    kernel = jax.random.normal(kk, (5, 5, 6, 7))
+
+    def plain(x, k):
+        return jax.lax.conv_general_dilated(x, k, (2, 2), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    fast = blocks._conv5x5_stride2_space_to_depth
+    np.testing.assert_allclose(fast(x, kernel), plain(x, kernel), atol=1e-5, rtol=1e-5)
+    loss = lambda f: (lambda x, k: jnp.sum(jnp.sin(f(x, k))))  # noqa: E731
+    gx, gk = jax.grad(loss(fast), argnums=(0, 1))(x, kernel)
+    rx, rk = jax.grad(loss(plain), argnums=(0, 1))(x, kernel)
+    np.testing.assert_allclose(gx, rx, atol=1e-4, rtol=1e-5)
+    np.testing.assert_allclose(gk, rk, atol=1e-4, rtol=1e-5)
+
+
+def test_conv2d_module_takes_fast_path_with_the_same_parameters():
+    layer = blocks.Conv2D(16, 5, 2)
+    x = jax.random.uniform(jax.random.key(2), (1, 8, 8, 4))
+    params = layer.init(jax.random.key(3), x)
+    assert jax.tree.map(jnp.shape, params)["params"] == {"kernel": (5, 5, 4, 16), "bias": (16,)}
+    expected = jax.lax.conv_general_dilated(
+        x, params["params"]["kernel"], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    np.testing.assert_allclose(layer.apply(params, x), expected, atol=1e-5)
+
+
+def test_initializers_follow_faceswap():
+    spec = build(ExperimentConfig())
+    x = jnp.zeros((1, 64, 64, 3))
+    params = jax.jit(spec.module.init)(jax.random.key(0), x, x)["params"]
+    enc = params["encoder"]
+    k = np.asarray(enc["conv_256_0_conv2d"]["kernel"])
+    bound = np.sqrt(6.0 / (5 * 5 * 128))  # He uniform
+    assert k.max() <= bound and k.min() >= -bound and k.std() > 0.9 * bound / np.sqrt(3)
+    d = np.asarray(enc["dense"]["kernel"])
+    glorot = np.sqrt(6.0 / (16384 + 1024))
+    assert d.max() <= glorot and d.std() > 0.9 * glorot / np.sqrt(3)
+    assert all(not np.any(b["bias"]) for b in enc.values())
+
+
+def test_forward_shapes_and_compute_dtype():
+    spec = build(ExperimentConfig(model=ModelConfig(dtype="bfloat16"),
+                                  loss=LossConfig(learn_mask=True)))
+    x = jnp.full((2, 64, 64, 3), 0.5)
+    variables = jax.jit(spec.module.init)(jax.random.key(0), x, x)
+    assert {p.dtype for p in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
+    out = jax.jit(spec.module.apply)(variables, x, x)
+    for side in "ab":
+        (face,) = out[side]["faces"]
+        assert face.shape == (2, 64, 64, 3) and face.dtype == jnp.float32
+        assert out[side]["mask"].shape == (2, 64, 64, 1)
+        assert float(face.min()) >= 0 and float(face.max()) <= 1
