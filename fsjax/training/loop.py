@@ -22,7 +22,7 @@ import numpy as np
 from fsjax.checkpoint import state_file
 from fsjax.checkpoint.manager import Checkpoints
 from fsjax.config import ExperimentConfig
-from fsjax.data import demo, faces, pipeline
+from fsjax.data import faces, pipeline
 from fsjax.models import get_model_module
 from fsjax.optim.optimizers import make_optimizer
 from fsjax.preview import render_preview, write_preview
@@ -85,6 +85,8 @@ def face_folders(config: ExperimentConfig) -> tuple[pathlib.Path, pathlib.Path]:
     """The user's folders, or the demo set (written on first use)."""
     if not config.data.uses_demo:
         return pathlib.Path(config.data.faces_a), pathlib.Path(config.data.faces_b)
+    from fsjax.data import demo  # only the demo run needs the face generator
+
     root = config.data.demo_dir or demo.default_demo_dir()
     print(f"No face folders given: using the built-in demo faces in {root}", flush=True)
     return demo.write_demo_faces(pathlib.Path(root), seed=0)

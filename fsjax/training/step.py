@@ -13,7 +13,8 @@ import optax
 from jax.sharding import Mesh
 
 from fsjax.config import LossConfig
-from fsjax.losses.collate import collate_side
+from fsjax.losses.collate import collate
+from fsjax.losses.masking import area_resize
 from fsjax.training import sharding
 from fsjax.training.state import TrainState
 
@@ -26,27 +27,18 @@ def to_unit(x: jax.Array) -> jax.Array:
     return x.astype(jnp.float32) / 255.0
 
 
-def area_resize(x: jax.Array, size: int) -> jax.Array:
-    """Downscales NHWC by an integer factor with box averaging (OpenCV's INTER_AREA for such factors)."""
-    factor = x.shape[1] // size
-    if factor == 1:
-        return x
-    n, h, w, c = x.shape
-    return x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
-
-
 def side_loss(
     outputs: dict[str, Any], side_batch: dict[str, jax.Array], loss_config: LossConfig, side: str
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Faceswap's loss collation for one side: every face output, masks, the learned mask."""
     target = to_unit(side_batch["target"])
     masks = {k: to_unit(v) for k, v in side_batch.items() if k.startswith("mask_")}
-    sizes = [face.shape[1] for face in outputs["faces"]]
+    sizes = [face.shape[1:3] for face in outputs["faces"]]
     largest = max(sizes)
-    targets = [area_resize(target, s) for s in sizes]
-    masks = {k: area_resize(v, largest) for k, v in masks.items()}
+    targets = [area_resize(target, *size) for size in sizes]  # no-op at the same size
+    masks = {k: area_resize(v, *largest) for k, v in masks.items()}
     mask_prediction = outputs.get("mask")
-    return collate_side(
+    return collate(
         loss_config,
         targets,
         list(outputs["faces"]),

@@ -1,0 +1,191 @@
+"""Face folders for training: scan once up front, then load one crop (+ masks) per sample.
+
+`scan_folder` reads and validates every header before training starts and precomputes each
+face's alignment and pose, so that `load_sample` (run per sample inside grain workers) only
+decodes the PNG, cuts the crop and draws the landmark masks. Everything here is plain
+dataclasses and module-level functions, so it pickles into spawned workers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+
+import numpy as np
+
+from fsjax.data import align, masks
+from fsjax.data.header import FaceFileError, decode_image, read_header
+
+MASK_TYPES = ("none", "components", "extended")
+MIN_FACES = 25  # Faceswap refuses to train a side with fewer faces
+
+
+class DataError(ValueError):
+    """A face folder that cannot be used; the message is `"<folder>: <problem>"`."""
+
+    def __init__(self, folder: str | os.PathLike, problem: str) -> None:
+        super().__init__(f"{folder}: {problem}")
+        self.folder = str(folder)
+        self.problem = problem
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:
+        # Keeps the exception picklable across grain's spawned workers.
+        return (type(self), (self.folder, self.problem))
+
+
+@dataclasses.dataclass(frozen=True)
+class SampleSpec:
+    """What one training sample looks like (Faceswap's data and mask settings).
+
+    Attributes:
+        size: process size, max of the model input and output sizes.
+        centering: "face", "head" or "legacy".
+        coverage: percent of the centering's crop to keep.
+        vertical_offset: percent of the core face box to move the crop down.
+        mask_type: "none", "components" or "extended" (landmark face masks).
+        mask_dilation: percent of `size` to dilate (negative: erode) the face mask.
+        eye_mask: also return the eye mask (Faceswap: penalized loss and eye multiplier > 1).
+        mouth_mask: also return the mouth mask (Faceswap: penalized loss and mouth mult. > 1).
+    """
+
+    size: int
+    centering: str = "face"
+    coverage: float = 100.0
+    vertical_offset: float = 0.0
+    mask_type: str = "extended"
+    mask_dilation: float = 0.0
+    eye_mask: bool = True
+    mouth_mask: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.size, (int, np.integer)) or self.size <= 0:
+            raise ValueError(f"SampleSpec.size must be a positive int, got {self.size!r}")
+        if self.centering not in align.CENTERINGS:
+            raise ValueError(f"SampleSpec.centering {self.centering!r} is not one of "
+                             f"{align.CENTERINGS}")
+        if not 0.0 < self.coverage <= 100.0:
+            raise ValueError(f"SampleSpec.coverage must be in (0, 100], got {self.coverage}")
+        if self.mask_type not in MASK_TYPES:
+            raise ValueError(f"SampleSpec.mask_type {self.mask_type!r} is not one of "
+                             f"{MASK_TYPES} (stored header masks are not supported)")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FaceMeta:
+    """One face file with the geometry every sample of it needs.
+
+    Attributes:
+        path: the PNG file.
+        png_size: side of the head-centred PNG in pixels.
+        landmarks: (68, 2) float32 frame-space landmarks from the header.
+        matrix: (2, 3) float64 frame -> normalised legacy space (Umeyama).
+        offsets: pose offsets per centering, float32 (2,) each (see `align.pose_offsets`).
+    """
+
+    path: pathlib.Path
+    png_size: int
+    landmarks: np.ndarray
+    matrix: np.ndarray
+    offsets: dict[str, np.ndarray]
+
+
+def read_face_meta(path: str | os.PathLike) -> FaceMeta:
+    """Validate one face file's header and precompute its alignment and pose."""
+    path = pathlib.Path(path)
+    header = read_header(path)
+    landmarks = header["alignments"]["landmarks_xy"]
+    if landmarks.shape != (68, 2):
+        raise FaceFileError(path, f"has {landmarks.shape[0]}-point landmarks; training needs "
+                                  "68-point landmarks")
+    matrix = align.legacy_matrix(landmarks)
+    if not np.isfinite(matrix).all():
+        raise FaceFileError(path, "landmarks are degenerate (no alignment can be fitted)")
+    offsets = align.pose_offsets(landmarks, matrix)
+    if not all(np.isfinite(val).all() for val in offsets.values()):
+        raise FaceFileError(path, "head pose could not be estimated from the landmarks")
+    for arr in (landmarks, matrix, *offsets.values()):
+        arr.setflags(write=False)
+    return FaceMeta(path=path, png_size=int(header["width"]), landmarks=landmarks,
+                    matrix=matrix, offsets=offsets)
+
+
+def list_face_files(folder: str | os.PathLike) -> list[pathlib.Path]:
+    """Files ending in .png in any letter case, sorted by name."""
+    folder = pathlib.Path(folder)
+    if not folder.exists():
+        raise DataError(folder, "face folder does not exist")
+    if not folder.is_dir():
+        raise DataError(folder, "is not a folder")
+    try:
+        entries = list(folder.iterdir())
+    except OSError as err:
+        raise DataError(folder, f"cannot list folder ({err.strerror or err})") from err
+    # Faceswap itself only loads lower-case ".png" while counting ".PNG" too; load both.
+    files = [p for p in entries if p.suffix.lower() == ".png" and p.is_file()]
+    return sorted(files, key=lambda p: p.name)
+
+
+def scan_folder(folder: str | os.PathLike, *, min_faces: int = MIN_FACES) -> list[FaceMeta]:
+    """Read and validate every face in `folder` before training starts.
+
+    Args:
+        folder: a folder of Faceswap-extracted face PNGs.
+        min_faces: fewest faces accepted (Faceswap needs 25 per side).
+
+    Returns:
+        One FaceMeta per file, sorted by file name.
+
+    Raises:
+        DataError: missing folder, no PNG files, or fewer than `min_faces` faces.
+        FaceFileError: the first bad file (the message also counts any other bad files).
+    """
+    files = list_face_files(folder)
+    if not files:
+        raise DataError(folder, "no .png face files found (expected Faceswap-extracted faces)")
+    metas: list[FaceMeta] = []
+    errors: list[FaceFileError] = []
+    for path in files:
+        try:
+            metas.append(read_face_meta(path))
+        except FaceFileError as err:
+            errors.append(err)
+    if errors:
+        first = errors[0]
+        if len(errors) == 1:
+            raise first
+        others = ", ".join(pathlib.Path(e.path).name for e in errors[1:6])
+        more = "" if len(errors) <= 6 else f" and {len(errors) - 6} more"
+        raise FaceFileError(first.path, f"{first.problem} (also bad in this folder: "
+                                        f"{others}{more})") from first
+    if len(metas) < min_faces:
+        raise DataError(folder, f"only {len(metas)} faces; at least {min_faces} are needed "
+                                "to train a side")
+    return metas
+
+
+def load_sample(meta: FaceMeta, spec: SampleSpec) -> dict[str, np.ndarray]:
+    """Decode one face and return its training crop, crop-space landmarks and masks.
+
+    Matches Faceswap's TrainSet item (no augmentation) for landmark mask types.
+
+    Returns:
+        "image": uint8 (S, S, 3) BGR; "landmarks": float32 (68, 2) crop pixels; and, as
+        configured, "mask_face", "mask_eye", "mask_mouth": uint8 (S, S) in 0..255.
+    """
+    image = decode_image(meta.path)
+    if image.shape[:2] != (meta.png_size, meta.png_size):
+        raise FaceFileError(meta.path, f"image is {image.shape[1]}x{image.shape[0]} but was "
+                                       f"{meta.png_size} px when scanned (file changed?)")
+    crop = align.train_crop(meta.landmarks, meta.png_size, spec.centering, spec.coverage,
+                            spec.vertical_offset, spec.size, matrix=meta.matrix,
+                            offsets=meta.offsets)
+    sample = {"image": align.crop_face(image, crop), "landmarks": crop.landmarks}
+    if spec.mask_type != "none":
+        sample["mask_face"] = masks.face_mask(spec.mask_type, crop.landmarks, spec.size,
+                                              spec.mask_dilation)
+    if spec.eye_mask:
+        sample["mask_eye"] = masks.eye_mask(crop.landmarks, spec.size)
+    if spec.mouth_mask:
+        sample["mask_mouth"] = masks.mouth_mask(crop.landmarks, spec.size)
+    return sample

@@ -1,0 +1,78 @@
+"""Times the jitted train step alone on a fixed batch.
+
+    python scripts/benchmark.py --config experiments/original.py --batch-size 16 [--steps 5]
+
+Prints per-step times, then one line `examples_per_second=<float> compile_seconds=<float>`, where
+examples are the faces of both sides and compile_seconds is the first step (trace + compile + run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import numpy as np
+
+from fsjax.config import load_experiment
+from fsjax.models import get_model_module
+from fsjax.optim.optimizers import make_optimizer
+from fsjax.training import sharding
+from fsjax.training.loop import sample_spec
+from fsjax.training.step import make_init_fn, make_train_step
+
+
+def fixed_batch(spec, batch_size: int, seed: int = 0) -> dict:
+    """A batch shaped like the loader's (uint8 faces, masks only where configured)."""
+    rng = np.random.default_rng(seed)
+    s = spec.size
+    side = {"input": rng.integers(0, 256, (batch_size, s, s, 3), np.uint8),
+            "target": rng.integers(0, 256, (batch_size, s, s, 3), np.uint8)}
+    for key, wanted in (("mask_face", spec.mask_type != "none"), ("mask_eye", spec.eye_mask),
+                        ("mask_mouth", spec.mouth_mask)):
+        if wanted:
+            side[key] = rng.integers(0, 256, (batch_size, s, s, 1), np.uint8)
+    return {"a": side, "b": {k: v[::-1].copy() for k, v in side.items()}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--batch-size", type=int, default=16, help="faces per side")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after the first")
+    args = parser.parse_args()
+
+    config = load_experiment(args.config)
+    model = get_model_module(config.model.name).build(config)
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(args.batch_size, mesh)
+    tx = make_optimizer(config.optimizer)
+    repl = sharding.replicated(mesh)
+    state = jax.jit(make_init_fn(model.module, tx, model.input_size), out_shardings=repl)(
+        jax.random.key(0))
+    step = make_train_step(model.module, tx, config.loss, mesh)
+    spec = sample_spec(config, max((model.input_size,) + model.output_sizes))
+    batch = sharding.to_global(fixed_batch(spec, args.batch_size), sharding.batch_sharded(mesh))
+    key = jax.device_put(jax.random.key(1), repl)
+
+    start = time.perf_counter()
+    state, metrics = step(state, batch, key)
+    jax.block_until_ready(metrics)
+    compile_seconds = time.perf_counter() - start
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        state, metrics = step(state, batch, key)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+        print(f"step {len(times)}: {times[-1]:.3f} s, loss {float(metrics['total']):.5f}",
+              flush=True)
+    per_step = float(np.median(times))
+    print(f"devices={len(jax.devices())} platform={jax.devices()[0].platform} "
+          f"batch_size={args.batch_size} median_step_seconds={per_step:.4f}")
+    print(f"examples_per_second={2 * args.batch_size / per_step:.3f} "
+          f"compile_seconds={compile_seconds:.3f}")
+
+
+if __name__ == "__main__":
+    main()
