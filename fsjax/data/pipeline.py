@@ -1,0 +1,295 @@
+"""The training input pipeline: Faceswap's per-side sampling, loading and augmentation on grain.
+
+Sampling (reference/data.md §4.1). Each side walks an endless stream of random permutations of its
+own faces: stream position k of side s is face `perm(seed, s, k // n_s)[k % n_s]`. So every face
+of a side is seen once before any face repeats, and the smaller side simply carries on into its
+next permutation while the larger one finishes (Faceswap's "carry the unused tail into the next
+epoch"). Position k of both streams forms training pair k; batch i holds pairs
+[i B, (i + 1) B). Faceswap also re-orders each epoch's pairs with a RandomSampler (so a face of
+the smaller side can come round again before the rest of its permutation) and drops each epoch's
+last partial batch (those faces are skipped that epoch). The endless streams here have neither
+quirk, and they keep every batch a pure function of its position.
+
+Determinism. Pair k is loaded by a grain `Map` and augmented by a grain `RandomMap` whose
+generator grain seeds from (seed, k). Batch i is therefore a pure function of (seed, i, faces,
+spec, augmentation config): it does not depend on worker count, threads or prefetching, and an
+iterator can resume anywhere by slicing the dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import cv2
+import grain
+import numpy as np
+
+from fsjax.config import AugmentConfig
+from fsjax.data.augment import MASK_KEYS, augment_sample
+from fsjax.data.faces import FaceMeta, SampleSpec, load_sample
+
+SIDES = ("a", "b")
+STATE_VERSION = 1
+_STREAM_LENGTH = sys.maxsize  # "endless": grain needs a length, nobody trains this long
+_PERMUTATION_CACHE = 8  # a few (side, epoch) permutations in flight around an epoch edge
+
+Batch = dict[str, dict[str, np.ndarray]]
+
+
+@functools.lru_cache(maxsize=_PERMUTATION_CACHE)
+def _permutation(seed: int, side: int, epoch: int, num_faces: int) -> np.ndarray:
+    # Pure function of its arguments, memoised only because a permutation of a big folder costs
+    # about as much as loading a face; read-only so no caller can corrupt the memo.
+    perm = np.random.default_rng([seed, side, epoch]).permutation(num_faces)
+    perm.setflags(write=False)
+    return perm
+
+
+def side_face_indices(seed: int, side: int, num_faces: int, positions: np.ndarray) -> np.ndarray:
+    """Face indices at stream `positions` of one side (see the module docstring).
+
+    Args:
+        seed: pipeline seed (non-negative).
+        side: 0 for A, 1 for B; each side has its own permutations.
+        num_faces: faces on that side.
+        positions: int array of stream positions (>= 0).
+
+    Returns:
+        int64 array of face indices, same shape as `positions`.
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    epochs, offsets = np.divmod(positions, num_faces)
+    out = np.empty_like(positions)
+    for epoch in np.unique(epochs):
+        where = epochs == epoch
+        out[where] = _permutation(seed, side, int(epoch), num_faces)[offsets[where]]
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadPair(grain.transforms.Map):
+    """Stream position -> {"a": sample, "b": sample}, un-augmented (faces.load_sample)."""
+
+    faces_a: tuple[FaceMeta, ...]
+    faces_b: tuple[FaceMeta, ...]
+    spec: SampleSpec
+    seed: int
+
+    def map(self, element: int) -> dict[str, dict[str, np.ndarray]]:
+        pair = {}
+        sides = zip(SIDES, (self.faces_a, self.faces_b), strict=True)
+        for side_id, (side, faces) in enumerate(sides):
+            index = side_face_indices(self.seed, side_id, len(faces), np.array([element]))[0]
+            sample = load_sample(faces[index], self.spec)
+            sample.pop("landmarks", None)  # only needed by warp-to-landmarks (not supported)
+            pair[side] = sample
+        return pair
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentPair(grain.transforms.RandomMap):
+    """Augment both sides of a pair with the generator grain derives from (seed, position).
+
+    Faceswap augments a whole batch at once; see fsjax.data.augment for where per-sample
+    augmentation differs.
+    """
+
+    config: AugmentConfig
+
+    def random_map(self, element: dict, rng: np.random.Generator) -> dict:
+        return {side: augment_sample(element[side], rng, self.config) for side in SIDES}
+
+
+def _check_inputs(faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta], batch_size: int,
+                  seed: int) -> None:
+    if not faces_a or not faces_b:
+        raise ValueError("both sides need at least one face")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if seed < 0:
+        raise ValueError(f"seed must be >= 0, got {seed}")
+
+
+def _pair_dataset(faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta], spec: SampleSpec,
+                  augment_cfg: AugmentConfig, seed: int) -> grain.MapDataset:
+    """Element k: the augmented pair at stream position k, masks as (S, S, 1)."""
+    load = LoadPair(tuple(faces_a), tuple(faces_b), spec, seed)
+    return (grain.MapDataset.range(_STREAM_LENGTH)
+            .map(load)
+            .random_map(AugmentPair(augment_cfg), seed=seed))
+
+
+def make_train_dataset(
+    faces_a: Sequence[FaceMeta],
+    faces_b: Sequence[FaceMeta],
+    spec: SampleSpec,
+    augment_cfg: AugmentConfig,
+    *,
+    batch_size: int,
+    seed: int,
+) -> grain.MapDataset:
+    """A grain MapDataset whose element i is training batch i (random access, endless).
+
+    Args:
+        faces_a, faces_b: the scanned faces of each side (faces.scan_folder).
+        spec: crop size, centering and which masks to load.
+        augment_cfg: augmentation ranges and switches.
+        batch_size: faces per side per batch.
+        seed: non-negative; fixes sampling and augmentation.
+
+    Returns:
+        Dataset of `{"a": {"input", "target", masks...}, "b": {...}}`: "input" (warped) and
+        "target" uint8 (B, S, S, 3) BGR, and "mask_face" / "mask_eye" / "mask_mouth" uint8
+        (B, S, S, 1) for the masks `spec` asks for.
+    """
+    _check_inputs(faces_a, faces_b, batch_size, seed)
+    pairs = _pair_dataset(faces_a, faces_b, spec, augment_cfg, seed)
+    return pairs.batch(batch_size, drop_remainder=True)
+
+
+def _worker_init(worker_index: int, worker_count: int) -> None:
+    """Keep OpenCV single-threaded inside each worker process: the workers are the parallelism."""
+    del worker_index, worker_count
+    cv2.setNumThreads(1)
+
+
+class TrainIterator(Iterator[Batch]):
+    """Checkpointable iterator over the training batches of `make_train_dataset`.
+
+    State (`get_state`) is a small JSON-able dict of plain ints:
+    `{"version": 1, "seed": <int>, "next_sample": <int>}`, where `next_sample` is the stream
+    position of the first pair of the next batch to be returned. Store it as JSON (orbax
+    `args.JsonSave`) or as bytes (`json.dumps(state).encode()`); `set_state` takes any of the
+    three forms. Because every pair is a pure function of (seed, position), a restored iterator
+    yields exactly the batches an uninterrupted one would, with any number of workers; if the
+    batch size changed, it goes on from the same pair.
+    """
+
+    def __init__(self, faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta],
+                 spec: SampleSpec, augment_cfg: AugmentConfig, *, batch_size: int, seed: int,
+                 num_processes: int, pre_fetch: int) -> None:
+        _check_inputs(faces_a, faces_b, batch_size, seed)
+        if num_processes < 0 or pre_fetch < 1:
+            raise ValueError(f"need num_processes >= 0 and pre_fetch >= 1, got {num_processes}"
+                             f" and {pre_fetch}")
+        self._pairs = _pair_dataset(faces_a, faces_b, spec, augment_cfg, seed)
+        self._batch_size = batch_size
+        self._seed = seed
+        self._num_processes = num_processes
+        self._pre_fetch = pre_fetch
+        self._next_sample = 0
+        self._iterator: Any = None  # grain iterator, built lazily so set_state starts nothing
+
+    def _start(self) -> None:
+        batches = self._pairs[self._next_sample:].batch(self._batch_size, drop_remainder=True)
+        # Threads overlap PNG decoding and OpenCV (both release the GIL); buffers stay small so a
+        # few batches of large faces do not pile up in memory (grain's default buffer is 500).
+        threads = 2 if self._num_processes == 0 else 1
+        read = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=self._pre_fetch)
+        stream = batches.to_iter_dataset(read)
+        if self._num_processes > 0:
+            options = grain.MultiprocessingOptions(num_workers=self._num_processes,
+                                                   per_worker_buffer_size=self._pre_fetch)
+            stream = stream.mp_prefetch(options, worker_init_fn=_worker_init)
+        self._iterator = iter(stream)
+
+    def __next__(self) -> Batch:
+        if self._iterator is None:
+            self._start()
+        batch = next(self._iterator)
+        self._next_sample += self._batch_size
+        # Worker batches arrive as views of shared memory that is freed only when the view dies;
+        # plain copies (~1 ms per MB) keep consumers from pinning it or leaking it at exit.
+        return {side: {key: np.array(value) for key, value in arrays.items()}
+                for side, arrays in batch.items()}
+
+    def get_state(self) -> dict[str, int]:
+        """The position to resume from (see the class docstring)."""
+        return {"version": STATE_VERSION, "seed": self._seed, "next_sample": self._next_sample}
+
+    def set_state(self, state: dict[str, int] | bytes | str) -> None:
+        """Resume from a `get_state` result (dict, or its JSON text or bytes).
+
+        Raises:
+            ValueError: unknown version, or a state saved with a different seed.
+        """
+        if isinstance(state, (bytes, str)):
+            state = json.loads(state)
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"unknown data iterator state version {state.get('version')!r}")
+        if int(state["seed"]) != self._seed:
+            raise ValueError(f"data iterator state was saved with seed {state['seed']}, but this "
+                             f"pipeline uses seed {self._seed}")
+        position = int(state["next_sample"])
+        if position < 0:
+            raise ValueError(f"next_sample must be >= 0, got {position}")
+        self.close()
+        self._next_sample = position
+
+    def close(self) -> None:
+        """Stop worker processes (if any); the next `next()` starts from the current state."""
+        if self._iterator is not None:
+            close = getattr(self._iterator, "close", None)
+            if close is not None:
+                close()
+            self._iterator = None
+
+    def __enter__(self) -> TrainIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_train_iter(
+    faces_a: Sequence[FaceMeta],
+    faces_b: Sequence[FaceMeta],
+    spec: SampleSpec,
+    augment_cfg: AugmentConfig,
+    *,
+    batch_size: int,
+    seed: int,
+    num_processes: int,
+    pre_fetch: int,
+) -> TrainIterator:
+    """Iterator over the batches of `make_train_dataset`, optionally in worker processes.
+
+    Args:
+        num_processes: grain worker processes (0: load in this process, with 2 threads).
+        pre_fetch: batches each worker (or the in-process reader) prepares ahead.
+        others: as `make_train_dataset`.
+
+    Returns:
+        A `TrainIterator` with `get_state` / `set_state` / `close`. Scripts that use workers
+        need an `if __name__ == "__main__":` guard (workers are spawned).
+    """
+    return TrainIterator(faces_a, faces_b, spec, augment_cfg, batch_size=batch_size, seed=seed,
+                         num_processes=num_processes, pre_fetch=pre_fetch)
+
+
+def preview_batch(faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta], spec: SampleSpec,
+                  n: int, seed: int) -> Batch:
+    """Un-augmented crops of `n` distinct faces per side, chosen by `seed`, for preview images.
+
+    Returns the batch layout of `make_train_dataset` with "input" equal to "target". Faceswap's
+    preview shows the full-coverage crop as the target; pass a second spec for that if wanted.
+    """
+    rng = np.random.default_rng(seed)
+    out: Batch = {}
+    for side, faces in zip(SIDES, (faces_a, faces_b), strict=True):
+        if not 1 <= n <= len(faces):
+            raise ValueError(f"preview needs 1..{len(faces)} faces for side {side}, got {n}")
+        chosen = np.sort(rng.choice(len(faces), size=n, replace=False))
+        samples = [load_sample(faces[i], spec) for i in chosen]
+        images = np.stack([s["image"] for s in samples])
+        side_batch = {"input": images, "target": images.copy()}
+        for key in MASK_KEYS:
+            if key in samples[0]:
+                side_batch[key] = np.stack([s[key] for s in samples])[..., None]
+        out[side] = side_batch
+    return out
