@@ -1,0 +1,157 @@
+"""The jitted train step: lowers the loss, is identical on 1 and 8 devices, compiles once, donates."""
+
+import dataclasses
+import gc
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fsjax.config import ExperimentConfig
+from fsjax.data.faces import load_sample, scan_folder
+from fsjax.models.original import build
+from fsjax.nn import blocks
+from fsjax.optim.optimizers import make_optimizer
+from fsjax.training import sharding
+from fsjax.training.loop import sample_spec
+from fsjax.training.step import make_init_fn, make_train_step
+
+BATCH = 8  # per side: divisible by the 8 virtual devices
+
+
+class _TinyEncoder(nn.Module):
+    dtype: object
+    param_dtype: object
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        for f in (8, 16, 32, 32):  # 64 -> 4 px; the conv on 8x8 takes the space-to-depth path
+            x = blocks.conv2d_block(x, f, name=f"conv_{f}_{x.shape[1]}", **kw)
+        x = blocks.dense(x.reshape(x.shape[0], -1), 64, name="dense", **kw)
+        x = blocks.dense(x, 4 * 4 * 32, name="dense_1", **kw).reshape(-1, 4, 4, 32)
+        return blocks.upscale_block(x, 16, name="upscale", **kw)
+
+
+class _TinyDecoder(nn.Module):
+    dtype: object
+    param_dtype: object
+
+    @nn.compact
+    def __call__(self, x):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        for f in (16, 8, 8):
+            x = blocks.upscale_block(x, f, name=f"upscale_{f}_{x.shape[1]}", **kw)
+        return {"faces": (blocks.conv2d_output(x, 3, 5, name="face_out", **kw),)}
+
+
+class TinyAutoencoder(nn.Module):
+    """Original's structure from the same blocks at a fraction of the width (test-only)."""
+
+    dtype: object = jnp.float32
+    param_dtype: object = jnp.float32
+
+    def setup(self):
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.encoder = _TinyEncoder(**kw)
+        self.decoder_a, self.decoder_b = _TinyDecoder(**kw), _TinyDecoder(**kw)
+
+    def __call__(self, face_a, face_b):
+        return {"a": self.decoder_a(self.encoder(face_a)),
+                "b": self.decoder_b(self.encoder(face_b))}
+
+
+@pytest.fixture(scope="module")
+def setup(data_dir):
+    config = ExperimentConfig()
+    model = build(config)
+    tx = make_optimizer(config.optimizer)
+    spec = sample_spec(config, 64)
+    batch = {}
+    for side in ("a", "b"):
+        metas = scan_folder(data_dir / "faces" / side.upper(), min_faces=1)
+        samples = [load_sample(metas[i % len(metas)], spec) for i in range(BATCH)]
+        faces = np.stack([s["image"] for s in samples])
+        batch[side] = {"input": faces[:, :, ::-1].copy(), "target": faces}  # a crude "warp"
+        for key in ("mask_face", "mask_eye", "mask_mouth"):
+            batch[side][key] = np.stack([s[key] for s in samples])[..., None]
+    init = jax.jit(make_init_fn(model.module, tx, model.input_size))
+    host_state = jax.device_get(init(jax.random.key(0)))
+    return config, model, tx, batch, host_state
+
+
+def _run(setup, devices, steps, model=None, host_state=None):
+    config, model32, tx, batch, state32 = setup
+    model = model32 if model is None else model
+    host_state = state32 if host_state is None else host_state
+    mesh = sharding.make_mesh(devices)
+    state = jax.device_put(host_state, sharding.replicated(mesh))
+    step = make_train_step(model.module, tx, config.loss, mesh)
+    key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
+    global_batch = sharding.to_global(batch, sharding.batch_sharded(mesh))
+    losses = []
+    for _ in range(steps):
+        state, metrics = step(state, global_batch, key)
+        losses.append(float(metrics["total"]))
+    return state, metrics, losses, step
+
+
+@pytest.fixture(scope="module")
+def one_device_run(setup):
+    return _run(setup, jax.devices()[:1], 3)
+
+
+def test_step_lowers_loss_and_compiles_once(one_device_run):
+    state, metrics, losses, step = one_device_run
+    assert losses[2] < losses[1] < losses[0]
+    assert int(state.step) == 3
+    assert step._cache_size() == 1
+    expected = {"total", "loss_a", "loss_b", "grad_norm", "face_A", "face_B",
+                "weighted_A/ssim", "weighted_A/mse", "unweighted_B/ssim", "unweighted_B/mse"}
+    assert expected <= set(metrics)
+    np.testing.assert_allclose(float(metrics["total"]),
+                               float(metrics["loss_a"]) + float(metrics["loss_b"]), rtol=1e-6)
+
+
+def test_one_and_eight_devices_give_the_same_step(setup, one_device_run):
+    """The same loss on 1 and 8 devices (Original, float32) and the same parameters (float64).
+
+    Parameters after two Adam steps are compared in float64. In float32 the two meshes round
+    differently, and where a pre-activation lies within rounding of zero LeakyReLU's slope flips;
+    Adam's first update (lr * sign(g)) likewise flips for gradients near zero. Neither says
+    anything about the step, and in float64 such ties vanish. Eight float64 replicas of Original
+    need ~20 GB on one host, so that part uses a small model made of the same blocks.
+    """
+    assert len(jax.devices()) == 8
+    config, model, adam, batch, host_state = setup
+    sgd = optax.sgd(1.0)  # the first loss does not depend on the optimizer; SGD has no state
+    host_sgd = host_state.replace(opt_state=sgd.init(host_state.params))
+    losses8 = _run((config, model, sgd, batch, host_sgd), jax.devices(), 1)[2]
+    np.testing.assert_allclose(losses8[0], one_device_run[2][0], rtol=1e-6)
+    gc.collect()  # eight float32 replicas are no longer needed
+
+    with jax.enable_x64(True):
+        module = TinyAutoencoder(dtype=jnp.float64, param_dtype=jnp.float64)
+        tiny = dataclasses.replace(model, module=module)
+        host64 = jax.device_get(jax.jit(make_init_fn(module, adam, 64))(jax.random.key(0)))
+        one, m1, _, _ = _run(setup, jax.devices()[:1], 2, tiny, host64)
+        eight, m8, _, _ = _run(setup, jax.devices(), 2, tiny, host64)
+        assert one.params["encoder"]["dense"]["kernel"].dtype == jnp.float64
+        np.testing.assert_allclose(float(m1["total"]), float(m8["total"]), rtol=1e-6)
+        diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - np.asarray(b)))),
+                             one.params, eight.params)
+    assert max(jax.tree.leaves(diffs)) <= 1e-5
+
+
+def test_state_is_donated(setup):
+    config, model, tx, batch, host_state = setup
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    state = jax.device_put(host_state, sharding.replicated(mesh))
+    step = make_train_step(model.module, tx, config.loss, mesh)
+    key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
+    old_kernel = state.params["encoder"]["dense"]["kernel"]
+    step(state, sharding.to_global(batch, sharding.batch_sharded(mesh)), key)
+    assert old_kernel.is_deleted()
