@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -153,9 +154,15 @@ def make_train_dataset(
 
 
 def _worker_init(worker_index: int, worker_count: int) -> None:
-    """Keep OpenCV single-threaded inside each worker process: the workers are the parallelism."""
+    """Set up a worker process.
+
+    OpenCV runs single-threaded (the workers are the parallelism), and Ctrl-C is ignored: a
+    terminal sends SIGINT to the whole process group, but stopping is the training process's job
+    (it finishes the step, saves, then closes the workers).
+    """
     del worker_index, worker_count
     cv2.setNumThreads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class TrainIterator(Iterator[Batch]):
