@@ -53,17 +53,23 @@ def test_pixel_shuffle_uses_tensorflow_depth_to_space_order():
         assert y[1, h * 2 + i, w * 2 + j, o] == x[1, h, w, (i * 2 + j) * oc + o]
 
 
-@pytest.mark.parametrize("size", [4, 8])
-def test_space_to_depth_conv_equals_strided_conv(size):
+@pytest.mark.parametrize("size, kernel_size, strides", [
+    (4, 5, 2), (8, 5, 2),            # space-to-depth + matrix product
+    (4, 3, 1), (8, 3, 1), (32, 3, 1),  # matrix product over patches
+    (16, 5, 2), (12, 5, 1),          # XLA's convolution
+])
+def test_fast_conv_paths_equal_xla_convolution(size, kernel_size, strides):
     kx, kk = jax.random.split(jax.random.key(1))
     x = jax.random.normal(kx, (2, size, size, 6))
-    kernel = jax.random.normal(kk, (5, 5, 6, 7))
+    kernel = jax.random.normal(kk, (kernel_size, kernel_size, 6, 7))
+
+    def fast(x, k):
+        return blocks._conv2d(x, k, strides, "SAME")
 
     def plain(x, k):
-        return jax.lax.conv_general_dilated(x, k, (2, 2), "SAME",
+        return jax.lax.conv_general_dilated(x, k, (strides, strides), "SAME",
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    fast = blocks._conv5x5_stride2_space_to_depth
     np.testing.assert_allclose(fast(x, kernel), plain(x, kernel), atol=1e-5, rtol=1e-5)
     loss = lambda f: (lambda x, k: jnp.sum(jnp.sin(f(x, k))))  # noqa: E731
     gx, gk = jax.grad(loss(fast), argnums=(0, 1))(x, kernel)
