@@ -94,13 +94,14 @@ def main(argv: list[str] | None = None) -> int:
         print_summary(spec.module, spec.name, spec.input_size)
         return 0
 
+    from fsjax.checkpoint.state_file import ModelFolderError
     from fsjax.data.faces import DataError
     from fsjax.data.header import FaceFileError
     from fsjax.training.loop import train_and_evaluate
 
     try:
         train_and_evaluate(config)
-    except (DataError, FaceFileError, ConfigError, ValueError, FloatingPointError) as err:
+    except (DataError, FaceFileError, ConfigError, ModelFolderError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

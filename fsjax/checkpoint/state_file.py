@@ -23,6 +23,10 @@ CHANGEABLE = (
 )
 
 
+class ModelFolderError(ValueError):
+    """The model folder cannot be used (another model type, an unreadable state file)."""
+
+
 def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
     """The experiment expressed as Faceswap's `global` + plugin options, in Faceswap's order.
 
@@ -99,9 +103,9 @@ def load_state(path: pathlib.Path) -> dict[str, Any]:
     try:
         state = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read the model state file ({err})") from err
+        raise ModelFolderError(f"{path}: cannot read the model state file ({err})") from err
     if not isinstance(state, dict) or not isinstance(state.get("iterations"), int):
-        raise ValueError(f"{path}: not a Faceswap model state file (no integer 'iterations')")
+        raise ModelFolderError(f"{path}: not a Faceswap model state file (no integer 'iterations')")
     return state
 
 

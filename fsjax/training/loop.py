@@ -97,7 +97,7 @@ def open_model_state(model_dir: pathlib.Path, name: str, config: ExperimentConfi
     model_dir.mkdir(parents=True, exist_ok=True)
     for other in model_dir.glob("*_state.json"):
         if other.name != f"{name}_state.json":
-            raise ValueError(
+            raise state_file.ModelFolderError(
                 f"{model_dir}: this folder holds a different model ({other.name}); "
                 f"use another --model-dir for a new '{name}' model"
             )

@@ -1,0 +1,151 @@
+"""The command line: summary, help, refusals of bad input, and a real run that stops and resumes."""
+
+import json
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fsjax.data.demo import write_demo_faces
+from fsjax.train import main
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXPERIMENT = str(ROOT / "experiments" / "original.py")
+
+
+def _env():
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="", PYTHONUNBUFFERED="1")
+    env.pop("PYTEST_CURRENT_TEST", None)
+    return env
+
+
+def _train(*args, **kwargs):
+    return subprocess.run([sys.executable, "-m", "fsjax.train", "--config", EXPERIMENT, *args],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory):
+    """Two folders of 26 synthetic faces (Faceswap needs at least 25 per side)."""
+    return write_demo_faces(tmp_path_factory.mktemp("demo"), count=26, size=128, seed=3)
+
+
+def test_summary_prints_layers_and_total_without_faces():
+    result = _train("--summary")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert lines[-1] == "Total params: 82,062,470"
+    for name in ("conv_1024_0_conv2d", "upscale_512_0_conv2d_conv2d", "face_out_a_0_conv2d",
+                 "upscale_64_1_conv2d_conv2d", 'Sub-model: "decoder_b"'):
+        assert any(name in line for line in lines), name
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", EXPERIMENT, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--config.train.batch-size", "--config.train.save-interval",
+                 "--config.augment.no-flip", "--config.loss.eye-multiplier",
+                 "--config.data.coverage", "--faces-a", "--no-augment-color", "--write-image"):
+        assert flag in out, flag
+    assert "(default: 16)" in out and "(default: 250)" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.data.coverage", "120"], "data.coverage=120.0 is out of range: allowed 62.5..100"),
+    (["--batch-size", "0"], "train.batch_size=0 is out of range: allowed 1..256"),
+    (["--config.model.name", "nope"], "model.name='nope' is not allowed: choose one of original"),
+    (["--faces-a", "/no/such/dir", "--faces-b", "/no/such/dir"],
+     "data.faces_a='/no/such/dir': folder does not exist"),
+])
+def test_invalid_options_are_refused_before_anything_is_built(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--config", EXPERIMENT, *args])
+    assert exit_info.value.code == 2
+    err = " ".join(capsys.readouterr().err.replace("│", " ").split())
+    assert message in err
+
+
+def _broken_faces(faces, tmp_path, kind):
+    folder_a = tmp_path / "A"
+    shutil.copytree(faces[0], folder_a)
+    bad = sorted(folder_a.glob("*.png"))[5]
+    if kind == "empty":
+        for f in folder_a.iterdir():
+            f.unlink()
+        return folder_a, None
+    if kind == "no header":
+        import cv2
+
+        cv2.imwrite(str(bad), cv2.imread(str(bad)))  # same pixels, no faceswap iTXt chunk
+    elif kind == "truncated":
+        bad.write_bytes(bad.read_bytes()[:-200])
+    return folder_a, bad
+
+
+@pytest.mark.parametrize("kind, message", [
+    ("empty", "no .png face files found"),
+    ("no header", "not a Faceswap-extracted face"),
+    ("truncated", "truncated"),
+])
+def test_bad_faces_fail_before_training_naming_the_file(faces, tmp_path, kind, message, capsys):
+    folder_a, bad = _broken_faces(faces, tmp_path, kind)
+    code = main(["--config", EXPERIMENT, "--faces-a", str(folder_a), "--faces-b", str(faces[1]),
+                 "--model-dir", str(tmp_path / "model")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert message.lower() in err.lower()
+    assert str(bad if bad is not None else folder_a) in err
+    assert not (tmp_path / "model" / "original_checkpoints").exists()
+
+
+def test_run_stops_on_sigint_saves_and_resumes(faces, tmp_path):
+    model_dir = tmp_path / "model"
+    args = ["--faces-a", str(faces[0]), "--faces-b", str(faces[1]), "--model-dir", str(model_dir),
+            "--batch-size", "2", "--save-interval", "100", "--config.data.num-processes", "0",
+            "--no-logs"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fsjax.train", "--config", EXPERIMENT, *args, "--iterations", "50"],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    deadline = time.time() + 240
+    for line in proc.stdout:
+        lines.append(line)
+        if "[#00003" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+        assert time.time() < deadline, "".join(lines)
+    lines += proc.stdout.readlines()
+    assert proc.wait(timeout=120) == 0, "".join(lines)
+    state = json.loads((model_dir / "original_state.json").read_text())
+    stopped = state["iterations"]
+    assert 3 <= stopped < 50
+    assert state["sessions"]["1"]["iterations"] == stopped
+    assert state["sessions"]["1"]["batchsize"] == 2
+    assert (model_dir / "training_preview.png").stat().st_size > 0
+    assert f"Stopped at iteration {stopped} (stop requested)" in "".join(lines)
+
+    result = _train(*args, "--iterations", str(stopped + 2))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"Resuming 'original' in {model_dir} at iteration {stopped}" in result.stdout
+    assert f"total {stopped + 2:05d}]" in result.stdout
+    state = json.loads((model_dir / "original_state.json").read_text())
+    assert state["iterations"] == stopped + 2
+    assert state["sessions"]["2"]["iterations"] == 2
+
+    # The loss continues where it stopped: an uninterrupted run prints the same last losses.
+    args[args.index(str(model_dir))] = str(tmp_path / "straight")
+    straight = _train(*args, "--iterations", str(stopped + 2))
+    assert straight.returncode == 0, straight.stdout + straight.stderr
+    def losses_at(stdout, total):
+        tag = f"total {total:05d}]"
+        (line,) = [line for line in stdout.splitlines() if tag in line]
+        return line.split(tag)[1].split("|")[0].strip()  # "Loss A: 0.12345, Loss B: 0.23456"
+
+    assert losses_at(result.stdout, stopped + 2) == losses_at(straight.stdout, stopped + 2)
