@@ -1,4 +1,4 @@
-"""Typed experiment configuration: frozen nested dataclasses, loaded from a Python file, tyro overrides.
+"""Typed experiment configuration: frozen nested dataclasses from a Python file, tyro overrides.
 
 Option names, defaults and ranges are Faceswap's (reference/models.md §3, data.md §8.3) so that a
 Faceswap user finds the settings they know. Every dataclass validates itself in `__post_init__`
@@ -271,7 +271,7 @@ class ExperimentConfig:
 
     @property
     def target_iterations(self) -> int:
-        """Total iterations to reach: the given count, else a short demo run or Faceswap's default."""
+        """Total iterations to reach: as given, else a short demo run or Faceswap's default."""
         if self.train.iterations is not None:
             return self.train.iterations
         return DEMO_ITERATIONS if self.data.uses_demo else 1_000_000

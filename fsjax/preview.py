@@ -1,6 +1,6 @@
 """The training preview image in Faceswap's layout (reference/data.md §8.1).
 
-Columns `A | A > A | A > B | B | B > B | B > A`: each side's original, its reconstruction and its swap.
+Columns `A | A > A | A > B | B | B > B | B > A`: each side's original, reconstruction and swap.
 The rows are split into two halves placed side by side under a repeated header, so 14 faces per side
 give 7 rows x 12 columns. Outside the mask the pixels are tinted with the mask colour at 30 %.
 """

@@ -12,7 +12,7 @@ import tyro
 
 from fsjax.config import ConfigError, ExperimentConfig, load_experiment
 
-# Faceswap's `train` switches -> the nested option they set (keep these names: scripts rely on them).
+# Faceswap's `train` switches -> the nested option they set (keep these names: checks use them).
 ALIASES = {
     "--faces-a": "--config.data.faces-a",
     "--faces-b": "--config.data.faces-b",

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import cv2
 import pytest
 
 from fsjax.data.demo import write_demo_faces
@@ -81,8 +82,6 @@ def _broken_faces(faces, tmp_path, kind):
             f.unlink()
         return folder_a, None
     if kind == "no header":
-        import cv2
-
         cv2.imwrite(str(bad), cv2.imread(str(bad)))  # same pixels, no faceswap iTXt chunk
     elif kind == "truncated":
         bad.write_bytes(bad.read_bytes()[:-200])
@@ -108,8 +107,7 @@ def test_bad_faces_fail_before_training_naming_the_file(faces, tmp_path, kind, m
 def test_run_stops_on_sigint_saves_and_resumes(faces, tmp_path):
     model_dir = tmp_path / "model"
     args = ["--faces-a", str(faces[0]), "--faces-b", str(faces[1]), "--model-dir", str(model_dir),
-            "--batch-size", "2", "--save-interval", "100", "--config.data.num-processes", "0",
-            "--no-logs"]
+            "--batch-size", "2", "--save-interval", "100", "--config.data.num-processes", "0"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "fsjax.train", "--config", EXPERIMENT, *args, "--iterations", "50"],
         cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -128,9 +126,12 @@ def test_run_stops_on_sigint_saves_and_resumes(faces, tmp_path):
     assert 3 <= stopped < 50
     assert state["sessions"]["1"]["iterations"] == stopped
     assert state["sessions"]["1"]["batchsize"] == 2
-    assert (model_dir / "training_preview.png").stat().st_size > 0
+    preview = cv2.imread(str(model_dir / "training_preview.png"))
+    assert preview.shape == (int(64 / 4.5) + 7 * 64, 12 * 64, 3)  # 14 faces per side, 7 rows
+    assert list((model_dir / "original_logs" / "session_1" / "train").glob("events.out.*"))
     assert f"Stopped at iteration {stopped} (stop requested)" in "".join(lines)
 
+    args.append("--no-logs")
     result = _train(*args, "--iterations", str(stopped + 2))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"Resuming 'original' in {model_dir} at iteration {stopped}" in result.stdout
@@ -138,6 +139,8 @@ def test_run_stops_on_sigint_saves_and_resumes(faces, tmp_path):
     state = json.loads((model_dir / "original_state.json").read_text())
     assert state["iterations"] == stopped + 2
     assert state["sessions"]["2"]["iterations"] == 2
+    assert state["sessions"]["2"]["no_logs"] is True
+    assert not (model_dir / "original_logs" / "session_2").exists()
 
     # The loss continues where it stopped: an uninterrupted run prints the same last losses.
     args[args.index(str(model_dir))] = str(tmp_path / "straight")

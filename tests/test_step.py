@@ -1,4 +1,4 @@
-"""The jitted train step: lowers the loss, is identical on 1 and 8 devices, compiles once, donates."""
+"""The jitted train step: lowers the loss, same on 1 and 8 devices, compiles once, donates."""
 
 import dataclasses
 import gc

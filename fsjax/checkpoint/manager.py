@@ -1,8 +1,8 @@
 """Orbax checkpoints inside the model folder: the train state and the data iterator, saved together.
 
-Each save is a directory `<model_dir>/<name>_checkpoints/<step>/` that orbax writes under a temporary
-name and renames when complete, so an interrupted save is never restored; leftovers of one are
-removed on the next save.
+Each save is a directory `<model_dir>/<name>_checkpoints/<step>/` that orbax writes under a
+temporary name and renames when complete, so an interrupted save is never restored; its
+leftovers are removed on the next save.
 """
 
 from __future__ import annotations

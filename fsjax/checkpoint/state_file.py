@@ -13,7 +13,8 @@ from typing import Any
 
 from fsjax.config import ExperimentConfig
 
-# Faceswap options that may change between sessions (`fixed=False`); the rest are locked at creation.
+# Faceswap options that may change between sessions (`fixed=False`); the rest are locked at
+# creation.
 CHANGEABLE = (
     "mixed_precision", "nan_protection", "convert_batchsize", "loss_function", "loss_function_2",
     "loss_weight_2", "loss_function_3", "loss_weight_3", "loss_function_4", "loss_weight_4",
@@ -136,7 +137,7 @@ def record_session(
     config: ExperimentConfig,
     started: float,
 ) -> None:
-    """Updates the session entry and totals in place (Faceswap writes sessions with iterations > 0)."""
+    """Updates the session entry and totals in place (only sessions with iterations are kept)."""
     if session_iterations > 0:
         options = faceswap_options(config)
         state["sessions"][str(session_id)] = {

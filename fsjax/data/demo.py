@@ -141,7 +141,8 @@ def draw_face(rng: np.random.Generator, identity: int,
         eye = template[idx]
         _poly(frame, pts(eye), (245, 245, 245))
         iris_r = 0.35 * (eye[:, 0].max() - eye[:, 0].min())
-        iris = _ellipse_points(tuple(eye.mean(axis=0)), (iris_r, min(iris_r, np.ptp(eye[:, 1]) / 2)))
+        iris_ry = min(iris_r, np.ptp(eye[:, 1]) / 2)
+        iris = _ellipse_points(tuple(eye.mean(axis=0)), (iris_r, iris_ry))
         _poly(frame, pts(iris), person.iris)
         _line(frame, pts(eye), (40, 40, 40), 0.008 * unit, closed=True)
     _line(frame, pts(template[27:31]), shade, 0.012 * unit)

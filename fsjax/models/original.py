@@ -1,8 +1,9 @@
 """Faceswap's Original model (`plugins/train/model/original.py`, reference/models.md §2.1).
 
-A shared encoder (four 5x5 stride-2 convs, two dense layers, one upscale) and one decoder per identity
-(three upscales and a sigmoid output), 64x64 in and out. Sub-model and layer names are Faceswap's, so a
-parameter path reads `encoder/conv_128_0_conv2d/kernel` or `decoder_b/face_out_b_0_conv2d/bias`.
+A shared encoder (four 5x5 stride-2 convs, two dense layers, one upscale) and one decoder per
+identity (three upscales and a sigmoid output), 64x64 in and out. Sub-model and layer names are
+Faceswap's, so a parameter path reads `encoder/conv_128_0_conv2d/kernel` or
+`decoder_b/face_out_b_0_conv2d/bias`.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Decoder(nn.Module):
     """8x8x512 code -> 64x64x3 face (+ 64x64x1 mask with `learn_mask`) for one side.
 
     `face_index`/`mask_index` are the counters Faceswap's naming reaches for this decoder's upscale
-    blocks (decoder_a builds first, and with learn_mask its mask branch is built right after its face).
+    blocks (decoder_a builds first; with learn_mask its mask branch is built right after its face).
     """
 
     side: str
@@ -88,7 +89,8 @@ class Original(nn.Module):
 
     def __call__(self, face_a: jax.Array, face_b: jax.Array) -> dict[str, dict[str, Any]]:
         """Reconstructs each side through its own decoder (the training graph)."""
-        return {"a": self.decoder_a(self.encoder(face_a)), "b": self.decoder_b(self.encoder(face_b))}
+        return {"a": self.decoder_a(self.encoder(face_a)),
+                "b": self.decoder_b(self.encoder(face_b))}
 
     def swap(self, face: jax.Array, *, to_side: str) -> dict[str, Any]:
         """Encodes `face` and decodes it as identity `to_side` (the A->B convert path uses "b")."""

@@ -1,10 +1,11 @@
 """Faceswap's building blocks (`lib/model/nn_blocks.py`) for Flax Linen.
 
-Faceswap's sub-models are flat Keras models: a block such as `Conv2DBlock` named `conv_128_0` adds the
-layers `conv_128_0_conv2d` and `conv_128_0_leakyrelu` directly to its sub-model. To keep the same flat
-parameter names (`encoder/conv_128_0_conv2d/kernel`), the blocks here are functions called inside a
-parent's `@nn.compact` method; only layers that own parameters are Linen modules. Layer names are always
-passed in explicitly (see `Namer`) instead of coming from Faceswap's process-wide counter.
+Faceswap's sub-models are flat Keras models: a block such as `Conv2DBlock` named `conv_128_0`
+adds the layers `conv_128_0_conv2d` and `conv_128_0_leakyrelu` directly to its sub-model. To keep
+the same flat parameter names (`encoder/conv_128_0_conv2d/kernel`), the blocks here are functions
+called inside a parent's `@nn.compact` method; only layers that own parameters are Linen modules.
+Layer names are always passed in explicitly (see `Namer`) instead of coming from Faceswap's
+process-wide counter.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def _conv5x5_stride2_space_to_depth(x: jax.Array, kernel: jax.Array) -> jax.Arra
     """Exact SAME-padded 5x5 stride-2 convolution computed as a 3x3 stride-1 one.
 
     XLA:CPU computes the input gradient of a strided conv on small inputs about 36x too slowly
-    (reference/stack.md §11). Padding (1, 3), folding 2x2 pixel blocks into channels and rearranging the
-    kernel (zero-padded to 6x6) gives the same outputs with a stride-1 convolution.
+    (reference/stack.md §11). Padding (1, 3), folding 2x2 pixel blocks into channels and rearranging
+    the kernel (zero-padded to 6x6) gives the same outputs with a stride-1 convolution.
     """
     n, h, w, c = x.shape
     x = jnp.pad(x, ((0, 0), (1, 3), (1, 3), (0, 0)))
@@ -105,7 +106,7 @@ def _conv2d(x: jax.Array, kernel: jax.Array, strides: int, padding: str) -> jax.
 
 
 class Conv2D(nn.Module):
-    """A Keras-compatible Conv2D: `kernel` (kh, kw, in, out) and `bias` (out,), SAME or VALID padding.
+    """A Keras-compatible Conv2D: `kernel` (kh, kw, in, out), `bias` (out,), SAME or VALID padding.
 
     Small images take faster exact formulations (see `_conv2d`): same weights, same outputs to
     float rounding.

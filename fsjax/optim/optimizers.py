@@ -1,4 +1,4 @@
-"""The optimizer, built optax-style from Faceswap's `global.optimizer` options (models.md §3.3, §5.1)."""
+"""The optimizer, built optax-style from Faceswap's `global.optimizer` options (models.md §3.3)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     """Returns the optax transformation for `config`.
 
     The learning rate is injected as a hyper-parameter, so it lives in the optimizer state where the
-    loop can read it (and a resumed run can set a changed value) instead of being baked into a closure.
+    loop can read it (and a resumed run can set a changed value) instead of a baked-in constant.
     """
     if config.optimizer != "adam":  # validated in the config; guards callers that bypass it
         raise ValueError(f"optimizer {config.optimizer!r} is not implemented")

@@ -113,7 +113,7 @@ def data_seed(key: jax.Array) -> int:
 def train_and_evaluate(
     config: ExperimentConfig, *, stop: StopRequest | None = None
 ) -> TrainState:
-    """Trains until `config.target_iterations` total iterations or a stop request; returns the state."""
+    """Trains to `config.target_iterations` iterations or a stop request; returns the state."""
     stop = StopRequest() if stop is None else stop
     model_dir = pathlib.Path(config.train.model_dir)
     spec_model = get_model_module(config.model.name).build(config)

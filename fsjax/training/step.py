@@ -114,7 +114,7 @@ def make_train_step(
 def make_init_fn(
     model: nn.Module, tx: optax.GradientTransformation, input_size: int
 ) -> Callable[[jax.Array], TrainState]:
-    """A function from a PRNG key to a fresh TrainState (jit it with the replicated out sharding)."""
+    """A function from a PRNG key to a fresh TrainState (jit it with a replicated out sharding)."""
 
     def init(key: jax.Array) -> TrainState:
         dummy = jnp.zeros((1, input_size, input_size, 3), jnp.float32)

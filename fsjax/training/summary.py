@@ -1,4 +1,4 @@
-"""`--summary`: each sub-model's layers and parameter counts, printed like Keras' `model.summary()`."""
+"""`--summary`: each sub-model's layers and parameter counts, like Keras' `model.summary()`."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ def count(tree: Any) -> int:
     return sum(int(leaf.size) for leaf in jax.tree.leaves(tree))
 
 
-def print_summary(module: Any, name: str, input_size: int, out: Callable[[str], None] = print) -> int:
+def print_summary(
+    module: Any, name: str, input_size: int, out: Callable[[str], None] = print
+) -> int:
     """Prints every sub-model's layers and returns the total parameter count."""
     params = param_tree(module, input_size)
     width = 60
