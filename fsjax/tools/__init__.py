@@ -1,1 +1,0 @@
-"""fsjax.tools."""

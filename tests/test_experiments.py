@@ -1,0 +1,36 @@
+"""Every experiment file loads, validates and builds its model."""
+
+import pathlib
+
+import pytest
+
+from fsjax.config import ExperimentConfig, load_experiment
+from fsjax.models import get_model_module
+from fsjax.train import parse_cli
+from fsjax.training.summary import count, param_tree
+
+EXPERIMENTS = sorted((pathlib.Path(__file__).resolve().parents[1] / "experiments").glob("*.py"))
+EXPECTED_PARAMS = {"original.py": 82_062_470, "original_lowmem.py": 60_565_126}
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)
+def test_experiment_builds(path):
+    config = load_experiment(path)
+    assert isinstance(config, ExperimentConfig)
+    spec = get_model_module(config.model.name).build(config)
+    assert count(param_tree(spec.module, spec.input_size)) == EXPECTED_PARAMS[path.name]
+
+
+def test_faceswap_flags_and_nested_overrides_reach_the_config(tmp_path):
+    config = parse_cli([
+        "--config", str(EXPERIMENTS[0]), "--faces-a", str(tmp_path), "--faces-b", str(tmp_path),
+        "--model-dir", str(tmp_path / "m"), "--batch-size", "8", "--iterations", "12",
+        "--save-interval", "3", "--snapshot-interval", "0", "--no-flip", "--no-warp",
+        "--no-augment-color", "--no-logs", "--write-image", "--config.loss.eye-multiplier", "2",
+    ])
+    assert config.data.faces_a == tmp_path and config.train.model_dir == tmp_path / "m"
+    assert (config.train.batch_size, config.target_iterations) == (8, 12)
+    assert (config.train.save_interval, config.train.snapshot_interval) == (3, 0)
+    assert config.augment.no_flip and config.augment.no_warp and config.augment.no_augment_color
+    assert config.train.no_logs and config.train.write_image and config.loss.eye_multiplier == 2.0
+    assert load_experiment(EXPERIMENTS[0]).target_iterations == 300  # the demo default
