@@ -131,7 +131,7 @@ def test_run_stops_on_sigint_saves_and_resumes(faces, tmp_path):
     assert list((model_dir / "original_logs" / "session_1" / "train").glob("events.out.*"))
     assert f"Stopped at iteration {stopped} (stop requested)" in "".join(lines)
 
-    args.append("--no-logs")
+    args += ["--no-logs", "--snapshot-interval", str(stopped + 1)]
     result = _train(*args, "--iterations", str(stopped + 2))
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"Resuming 'original' in {model_dir} at iteration {stopped}" in result.stdout
@@ -141,6 +141,10 @@ def test_run_stops_on_sigint_saves_and_resumes(faces, tmp_path):
     assert state["sessions"]["2"]["iterations"] == 2
     assert state["sessions"]["2"]["no_logs"] is True
     assert not (model_dir / "original_logs" / "session_2").exists()
+    snapshot = tmp_path / f"model_snapshot_{stopped + 1}_iters"
+    snap_state = json.loads((snapshot / "original_state.json").read_text())
+    assert snap_state["iterations"] == stopped + 1
+    assert (snapshot / "original_checkpoints" / str(stopped + 1)).is_dir()
 
     # The loss continues where it stopped: an uninterrupted run prints the same last losses.
     args[args.index(str(model_dir))] = str(tmp_path / "straight")

@@ -207,12 +207,18 @@ class _Session:
             total += 1
             self.iterations += 1
             pending = (metrics, total)
-            if self.iterations == 1 or self.iterations % self.config.train.save_interval == 0:
+            # Faceswap saves at the first iteration of a session and every save interval (both
+            # counted per session); snapshots go by total iterations and need a fresh save.
+            snapshot = self.config.train.snapshot_interval
+            snapshot_due = bool(snapshot) and total % snapshot == 0
+            if (self.iterations == 1 or self.iterations % self.config.train.save_interval == 0
+                    or snapshot_due):
                 self._report(*pending)  # the NaN check runs before anything is saved
                 pending = None
                 self.save(state)
                 saved_at = total
-                self._maybe_snapshot(total)
+            if snapshot_due:
+                self._snapshot(total)
         if pending is not None:
             self._report(*pending)
         if saved_at != total:
@@ -285,13 +291,12 @@ class _Session:
         write_preview(self.model_dir / "training_preview.png", render_preview(
             tuple(np.asarray(c, np.float32) for c in columns), masks))
 
-    def _maybe_snapshot(self, total: int) -> None:
-        interval = self.config.train.snapshot_interval
-        if interval and total % interval == 0:
-            target = self.model_dir.with_name(f"{self.model_dir.name}_snapshot_{total}_iters")
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(self.model_dir, target)
-            print(f"Snapshot of iteration {total} in {target}", flush=True)
+    def _snapshot(self, total: int) -> None:
+        """Copies the just-saved model folder to the sibling `<folder>_snapshot_<N>_iters`."""
+        target = self.model_dir.with_name(f"{self.model_dir.name}_snapshot_{total}_iters")
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(self.model_dir, target)
+        print(f"Snapshot of iteration {total} in {target}", flush=True)
 
     def close(self) -> None:
         self.logger.close()
