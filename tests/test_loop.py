@@ -1,0 +1,54 @@
+"""Pieces of the training loop that need no model: stop requests, model-folder checks, state file."""
+
+import json
+import os
+import signal
+
+import pytest
+
+from fsjax.checkpoint import state_file
+from fsjax.config import ExperimentConfig
+from fsjax.training.loop import StopRequest, open_model_state
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_first_signal_requests_a_clean_stop(signum):
+    before = signal.getsignal(signum)
+    stop = StopRequest()
+    remove = stop.install()
+    try:
+        assert not stop
+        os.kill(os.getpid(), signum)  # delivered before os.kill returns, to the main thread
+        assert stop
+        if signum == signal.SIGINT:  # a second Ctrl-C quits at once
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+    finally:
+        remove()
+    assert signal.getsignal(signum) is before  # the caller's handlers are back
+
+
+def test_folder_with_another_model_is_refused(tmp_path):
+    (tmp_path / "villain_state.json").write_text(json.dumps({"iterations": 5}))
+    with pytest.raises(state_file.ModelFolderError, match="holds a different model"):
+        open_model_state(tmp_path, "original", ExperimentConfig())
+
+
+def test_state_file_has_faceswaps_schema_and_is_written_atomically(tmp_path):
+    config = ExperimentConfig()
+    state = open_model_state(tmp_path, "original", config)
+    state_file.record_session(state, 1, batch_size=16, session_iterations=250,
+                              total_iterations=250, no_logs=False, config=config, started=1.0)
+    path = state_file.state_path(tmp_path, "original")
+    state_file.write_state(path, state)
+    loaded = state_file.load_state(path)
+    assert loaded["iterations"] == 250 and loaded["name"] == "original"
+    assert loaded["sessions"]["1"]["batchsize"] == 16
+    assert loaded["sessions"]["1"]["config"]["learning_rate"] == 5e-5
+    assert "centering" not in loaded["sessions"]["1"]["config"]  # locked options: top level only
+    assert loaded["config"]["centering"] == "face" and loaded["config"]["lowmem"] is False
+    assert loaded["config"]["loss_function"] == "ssim" and loaded["config"]["eye_multiplier"] == 3
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    path.write_text("{not json")
+    with pytest.raises(state_file.ModelFolderError, match="cannot read the model state file"):
+        state_file.load_state(path)
