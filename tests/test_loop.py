@@ -1,4 +1,4 @@
-"""Pieces of the training loop that need no model: stop requests, model-folder checks, state file."""
+"""Loop pieces that need no model: stop requests, model-folder checks, the state file."""
 
 import json
 import os
