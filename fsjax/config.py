@@ -67,6 +67,9 @@ class DataConfig:
     """Percentage of the extracted face used for training (62.5..100)."""
     vertical_offset: float = 0.0
     """Moves the crop down (+) or up (-) by this percentage of its size (-25..25)."""
+    bad_faces: Literal["stop", "skip"] = "stop"
+    """Faces that cannot be used (bad header, truncated...): stop before training and list them,
+    or skip them with a warning."""
     num_processes: int = 2
     """Data-loading worker processes (0 = load in the training process)."""
     pre_fetch: int = 2
@@ -79,6 +82,7 @@ class DataConfig:
             if folder is not None and not pathlib.Path(folder).is_dir():
                 raise ConfigError(f"{option}={str(folder)!r}: folder does not exist")
         _check_choice("data.centering", self.centering, CENTERINGS)
+        _check_choice("data.bad_faces", self.bad_faces, ("stop", "skip"))
         _check_range("data.coverage", self.coverage, 62.5, 100.0)
         _check_range("data.vertical_offset", self.vertical_offset, -25.0, 25.0)
         _check_range("data.num_processes", self.num_processes, 0, 32)

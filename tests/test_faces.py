@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fsjax.data import faces
-from fsjax.data.faces import DataError, SampleSpec, load_sample, scan_folder
+from fsjax.data.faces import DataError, SampleSpec, load_sample, scan_faces, scan_folder
 from fsjax.data.header import FaceFileError, encode_face_png, read_header
 
 
@@ -33,7 +33,7 @@ def test_missing_and_empty_folder(tmp_path):
 
 def test_too_few_faces(data_dir):
     folder = data_dir / "faces" / "A"
-    with pytest.raises(DataError, match=f"^{folder}: only 4 faces; at least 25"):
+    with pytest.raises(DataError, match=f"^{folder}: only 4 usable faces; at least 25"):
         scan_folder(folder)
     metas = scan_folder(folder, min_faces=4)
     assert [m.path.name for m in metas] == [f"synth_A_000{i}_0.png" for i in range(4)]
@@ -61,8 +61,19 @@ def test_bad_file_named_before_training(data_dir, tmp_path):
         scan_folder(folder, min_faces=1)
     plain = folder / "zz_plain.png"
     plain.write_bytes(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
-    with pytest.raises(FaceFileError, match=r"also bad in this folder: zz_plain\.png\)"):
+    with pytest.raises(FaceFileError, match=f"1 more bad files in this folder:\n  {plain}: "
+                                            "not a Faceswap-extracted face"):
         scan_folder(folder, min_faces=1)
+    progress = []
+    scan = scan_faces(folder, on_bad="skip", min_faces=1,
+                      progress=lambda done, total: progress.append((done, total)))
+    assert [m.path.name for m in scan.faces] == ["synth_B_0000_0.png", "synth_B_0001_0.png",
+                                                 "synth_B_0003_0.png"]
+    assert [(p.name, reason.split(" (")[0]) for p, reason in scan.skipped] == [
+        ("synth_B_0002_0.png", "truncated PNG"), ("zz_plain.png", "not a Faceswap-extracted face")]
+    assert progress == [(i, 5) for i in range(1, 6)]
+    with pytest.raises(DataError, match="only 3 usable faces \\(2 bad files skipped\\)"):
+        scan_faces(folder, on_bad="skip", min_faces=4)
 
 
 def test_needs_68_landmarks(data_dir, tmp_path):

@@ -8,7 +8,9 @@ import pytest
 
 from fsjax.checkpoint import state_file
 from fsjax.config import ExperimentConfig
-from fsjax.training.loop import StopRequest, open_model_state
+from fsjax.data.demo import write_demo_faces
+from fsjax.data.header import FaceFileError
+from fsjax.training.loop import StopRequest, open_model_state, scan_side
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
@@ -52,3 +54,19 @@ def test_state_file_has_faceswaps_schema_and_is_written_atomically(tmp_path):
     path.write_text("{not json")
     with pytest.raises(state_file.ModelFolderError, match="cannot read the model state file"):
         state_file.load_state(path)
+
+
+def test_bad_faces_skip_warns_with_each_file_and_stop_lists_them(tmp_path, capsys):
+    folder, _ = write_demo_faces(tmp_path / "demo", count=27, size=128)
+    bad = [folder / "demo_A_0003_0.png", folder / "demo_A_0007_0.png"]
+    bad[0].write_bytes(bad[0].read_bytes()[:-100])
+    bad[1].write_bytes(b"GIF89a not a png")
+    with pytest.raises(FaceFileError) as info:
+        scan_side("A", folder, "stop")
+    assert f"{bad[0]}: truncated PNG" in str(info.value)
+    assert f"{bad[1]}: not a PNG" in str(info.value)
+    faces = scan_side("A", folder, "skip")
+    assert len(faces) == 25 and not set(bad) & {f.path for f in faces}
+    err = capsys.readouterr().err
+    assert "skipped 2 face files that cannot be used" in err and str(bad[1]) in err
+    assert "only 25 faces; Faceswap recommends at least 250" in err

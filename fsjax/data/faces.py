@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+from collections.abc import Callable
 
 import numpy as np
 
@@ -19,6 +20,8 @@ from fsjax.data.header import FaceFileError, decode_image, read_header
 
 MASK_TYPES = ("none", "components", "extended")
 MIN_FACES = 25  # Faceswap refuses to train a side with fewer faces
+WARN_FACES = 250  # ...and warns below this many
+_LISTED = 20  # bad files named one by one in an error message
 
 
 class DataError(ValueError):
@@ -126,42 +129,71 @@ def list_face_files(folder: str | os.PathLike) -> list[pathlib.Path]:
     return sorted(files, key=lambda p: p.name)
 
 
-def scan_folder(folder: str | os.PathLike, *, min_faces: int = MIN_FACES) -> list[FaceMeta]:
+@dataclasses.dataclass(frozen=True)
+class FolderScan:
+    """The result of scanning one face folder.
+
+    Attributes:
+        faces: the usable faces, sorted by file name.
+        skipped: (file, reason) for every face file that cannot be used.
+    """
+
+    faces: list[FaceMeta]
+    skipped: list[tuple[pathlib.Path, str]]
+
+
+def scan_faces(
+    folder: str | os.PathLike,
+    *,
+    on_bad: str = "stop",
+    min_faces: int = MIN_FACES,
+    progress: Callable[[int, int], None] | None = None,
+) -> FolderScan:
     """Read and validate every face in `folder` before training starts.
 
     Args:
         folder: a folder of Faceswap-extracted face PNGs.
-        min_faces: fewest faces accepted (Faceswap needs 25 per side).
-
-    Returns:
-        One FaceMeta per file, sorted by file name.
+        on_bad: "stop" raises on bad files, listing each with its reason; "skip" leaves them out
+            (they are returned in `skipped` so the caller can warn).
+        min_faces: fewest usable faces accepted (Faceswap needs 25 per side).
+        progress: called as `progress(done, total)` while scanning.
 
     Raises:
-        DataError: missing folder, no PNG files, or fewer than `min_faces` faces.
-        FaceFileError: the first bad file (the message also counts any other bad files).
+        DataError: missing folder, no PNG files, fewer than `min_faces` usable faces.
+        FaceFileError: with on_bad="stop", the bad files (the message lists them all).
     """
+    if on_bad not in ("stop", "skip"):
+        raise ValueError(f"on_bad must be 'stop' or 'skip', got {on_bad!r}")
     files = list_face_files(folder)
     if not files:
         raise DataError(folder, "no .png face files found (expected Faceswap-extracted faces)")
     metas: list[FaceMeta] = []
     errors: list[FaceFileError] = []
-    for path in files:
+    for done, path in enumerate(files, 1):
         try:
             metas.append(read_face_meta(path))
         except FaceFileError as err:
             errors.append(err)
-    if errors:
-        first = errors[0]
+        if progress is not None:
+            progress(done, len(files))
+    if errors and on_bad == "stop":
         if len(errors) == 1:
-            raise first
-        others = ", ".join(pathlib.Path(e.path).name for e in errors[1:6])
-        more = "" if len(errors) <= 6 else f" and {len(errors) - 6} more"
-        raise FaceFileError(first.path, f"{first.problem} (also bad in this folder: "
-                                        f"{others}{more})") from first
+            raise errors[0]
+        others = errors[1:]
+        listed = "".join(f"\n  {e}" for e in others[:_LISTED])
+        more = "" if len(others) <= _LISTED else f"\n  ... and {len(others) - _LISTED} more"
+        raise FaceFileError(errors[0].path, f"{errors[0].problem}\n{len(others)} more bad "
+                                            f"files in this folder:{listed}{more}") from errors[0]
     if len(metas) < min_faces:
-        raise DataError(folder, f"only {len(metas)} faces; at least {min_faces} are needed "
-                                "to train a side")
-    return metas
+        skipped = f" ({len(errors)} bad files skipped)" if errors else ""
+        raise DataError(folder, f"only {len(metas)} usable faces{skipped}; at least "
+                                f"{min_faces} are needed to train a side")
+    return FolderScan(metas, [(pathlib.Path(e.path), e.problem) for e in errors])
+
+
+def scan_folder(folder: str | os.PathLike, *, min_faces: int = MIN_FACES) -> list[FaceMeta]:
+    """`scan_faces` that stops on any bad file; returns the faces sorted by file name."""
+    return scan_faces(folder, on_bad="stop", min_faces=min_faces).faces
 
 
 def load_sample(meta: FaceMeta, spec: SampleSpec) -> dict[str, np.ndarray]:

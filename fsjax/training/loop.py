@@ -8,9 +8,11 @@ then saves and returns; running the same command again resumes from the newest c
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import shutil
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -105,6 +107,28 @@ def open_model_state(model_dir: pathlib.Path, name: str, config: ExperimentConfi
     return state_file.load_state(path) if path.exists() else state_file.new_state(name, config)
 
 
+def scan_side(side: str, folder: pathlib.Path, on_bad: str) -> list[faces.FaceMeta]:
+    """Scans one side's folder with a progress line, warning about skipped or few faces."""
+    show = sys.stderr.isatty()
+
+    def progress(done: int, total: int) -> None:
+        if show and (done == total or done % 50 == 0):
+            end = "\n" if done == total else ""
+            print(f"\rScanning side {side}: {done}/{total} files", end=end, file=sys.stderr,
+                  flush=True)
+
+    scan = faces.scan_faces(folder, on_bad=on_bad, progress=progress)
+    if scan.skipped:
+        listed = "".join(f"\n  {path}: {reason}" for path, reason in scan.skipped[:20])
+        more = f"\n  ... and {len(scan.skipped) - 20} more" if len(scan.skipped) > 20 else ""
+        print(f"warning: side {side}: skipped {len(scan.skipped)} face files that cannot be "
+              f"used:{listed}{more}", file=sys.stderr, flush=True)
+    if len(scan.faces) < faces.WARN_FACES:
+        print(f"warning: side {side} has only {len(scan.faces)} faces; Faceswap recommends at "
+              f"least {faces.WARN_FACES}", file=sys.stderr, flush=True)
+    return scan.faces
+
+
 def data_seed(key: jax.Array) -> int:
     """A host integer seed for the grain pipeline, derived from the run's root key."""
     return int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
@@ -121,7 +145,8 @@ def train_and_evaluate(
 
     # Everything that reads user input happens before the model is built.
     folder_a, folder_b = face_folders(config)
-    metas_a, metas_b = faces.scan_folder(folder_a), faces.scan_folder(folder_b)
+    metas_a = scan_side("A", folder_a, config.data.bad_faces)
+    metas_b = scan_side("B", folder_b, config.data.bad_faces)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.train.batch_size, mesh)
     model_state = open_model_state(model_dir, name, config)
@@ -185,7 +210,8 @@ class _Session:
             None if self.config.train.no_logs
             else self.model_dir / f"{self.name}_logs" / f"session_{self.session_id}" / "train"
         )
-        self._predict = None
+        self._predict: Any = None
+        self._preview: dict | None = None
         self.timed_from: tuple[float, int] | None = None
 
     def run(self, state: TrainState, step_fn: Any, train_key: jax.Array,
@@ -267,27 +293,27 @@ class _Session:
             self._write_preview(state)
 
     def _write_preview(self, state: TrainState) -> None:
-        metas_a, metas_b, spec = self.preview_source
-        n = min(self.config.train.preview_images, len(metas_a), len(metas_b))
-        batch = pipeline.preview_batch(metas_a, metas_b, spec, n, seed=0)
-        if self._predict is None:
+        if self._preview is None:  # the same faces at every save, loaded once
+            metas_a, metas_b, spec = self.preview_source
+            n = min(self.config.train.preview_images, len(metas_a), len(metas_b))
+            batch = pipeline.preview_batch(metas_a, metas_b, spec, n, seed=0)
+            size, out = self.spec_model.input_size, self.spec_model.output_sizes[-1]
+            self._preview = {}
+            for s in "ab":
+                mask = batch[s].get("mask_face")
+                self._preview[s] = {"feed": _resize(batch[s]["input"], size),
+                                    "target": _resize(batch[s]["target"], out),
+                                    "mask": None if mask is None else _resize(mask, out)}
             self._predict = make_predict_fn(self.spec_model.module)
-        size = self.spec_model.input_size
-        feed = {s: _resize(batch[s]["input"], size) for s in "ab"}
-        same = jax.device_get(self._predict(state.params, feed["a"], feed["b"]))
-        swap = jax.device_get(self._predict(state.params, feed["b"], feed["a"]))
-        out = self.spec_model.output_sizes[-1]
-        tgt = {s: _resize(batch[s]["target"], out) for s in "ab"}
-        face_mask = {s: (_resize(batch[s]["mask_face"], out) if "mask_face" in batch[s] else None)
-                     for s in "ab"}
-        # swap["a"] is decoder_a on B faces (B > A); swap["b"] is decoder_b on A faces (A > B).
-        columns = (tgt["a"], same["a"]["faces"][-1], swap["b"]["faces"][-1],
-                   tgt["b"], same["b"]["faces"][-1], swap["a"]["faces"][-1])
-        learned = {s: same[s].get("mask") for s in "ab"}
-        masks = (face_mask["a"], learned["a"] if learned["a"] is not None else face_mask["a"],
-                 swap["b"].get("mask", face_mask["a"]),
-                 face_mask["b"], learned["b"] if learned["b"] is not None else face_mask["b"],
-                 swap["a"].get("mask", face_mask["b"]))
+        a, b = self._preview["a"], self._preview["b"]
+        same = jax.device_get(self._predict(state.params, a["feed"], b["feed"]))
+        # Swapped inputs: out["b"] is decoder_b on A faces (A > B), out["a"] decoder_a on B faces.
+        swap = jax.device_get(self._predict(state.params, b["feed"], a["feed"]))
+        columns = (a["target"], same["a"]["faces"][-1], swap["b"]["faces"][-1],
+                   b["target"], same["b"]["faces"][-1], swap["a"]["faces"][-1])
+        # Prediction columns are tinted with the learned mask when the model has one.
+        masks = (a["mask"], same["a"].get("mask", a["mask"]), swap["b"].get("mask", a["mask"]),
+                 b["mask"], same["b"].get("mask", b["mask"]), swap["a"].get("mask", b["mask"]))
         write_preview(self.model_dir / "training_preview.png", render_preview(
             tuple(np.asarray(c, np.float32) for c in columns), masks))
 
@@ -301,8 +327,7 @@ class _Session:
     def close(self) -> None:
         self.logger.close()
         self.checkpoints.close()
-        if hasattr(self.iterator, "close"):
-            self.iterator.close()
+        self.iterator.close()
 
 
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
@@ -318,6 +343,4 @@ def _resize(images: np.ndarray, size: int) -> np.ndarray:
 
 
 def _config_json(config: ExperimentConfig) -> str:
-    import json
-
     return json.dumps(dataclasses.asdict(config), indent=2, default=str)
