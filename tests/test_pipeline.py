@@ -163,3 +163,27 @@ def test_preview_batch(faces):
     assert _equal(preview, pipeline.preview_batch(faces_a, faces_b, SPEC, 3, seed=1))
     with pytest.raises(ValueError, match="1..4"):
         pipeline.preview_batch(faces_a, faces_b, SPEC, 5, seed=1)
+
+
+def test_process_shards_together_make_the_single_process_batch(faces):
+    """Multi-host: each process loads its slice; side by side they are the global batch."""
+    common = dict(batch_size=4, seed=5, num_processes=0, pre_fetch=1)
+    with pipeline.make_train_iter(*faces, SPEC, AugmentConfig(), **common) as whole:
+        whole.set_state({"version": 1, "seed": 5, "next_sample": 2})
+        expected = [next(whole) for _ in range(2)]
+    shards = []
+    for index in (0, 1):
+        with pipeline.make_train_iter(*faces, SPEC, AugmentConfig(), shard_index=index,
+                                      shard_count=2, **common) as it:
+            it.set_state({"version": 1, "seed": 5, "next_sample": 2})
+            shards.append([next(it) for _ in range(2)])
+            assert it.get_state()["next_sample"] == 10  # the position is global
+    for i in range(2):
+        for side in ("a", "b"):
+            for key, value in expected[i][side].items():
+                halves = [shards[0][i][side][key], shards[1][i][side][key]]
+                assert halves[0].shape[0] == 2
+                np.testing.assert_array_equal(np.concatenate(halves), value)
+    with pytest.raises(ValueError, match="cannot be split into 3 process shards"):
+        pipeline.make_train_iter(*faces, SPEC, AugmentConfig(), shard_index=0, shard_count=3,
+                                 **common)

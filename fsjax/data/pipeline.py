@@ -165,6 +165,36 @@ def _worker_init(worker_index: int, worker_count: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+@dataclasses.dataclass(frozen=True)
+class ShardPositions(grain.transforms.Map):
+    """Local element n -> the global stream position this process loads for it.
+
+    Global batch i holds positions [start + i B, start + (i + 1) B); process p of P loads the
+    contiguous slice [p B/P, (p + 1) B/P) of every batch, so the processes' local batches, put side
+    by side in process order, are exactly the single-process batch.
+    """
+
+    start: int
+    batch_size: int
+    shard_index: int
+    shard_count: int
+
+    def map(self, element: int) -> int:
+        local = self.batch_size // self.shard_count
+        batch, offset = divmod(element, local)
+        return self.start + batch * self.batch_size + self.shard_index * local + offset
+
+
+@dataclasses.dataclass(frozen=True)
+class PairAt(grain.transforms.Map):
+    """Global stream position -> the augmented pair there (random access into the pair dataset)."""
+
+    pairs: grain.MapDataset
+
+    def map(self, element: int) -> dict:
+        return self.pairs[element]
+
+
 class TrainIterator(Iterator[Batch]):
     """Checkpointable iterator over the training batches of `make_train_dataset`.
 
@@ -179,8 +209,12 @@ class TrainIterator(Iterator[Batch]):
 
     def __init__(self, faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta],
                  spec: SampleSpec, augment_cfg: AugmentConfig, *, batch_size: int, seed: int,
-                 num_processes: int, pre_fetch: int) -> None:
+                 num_processes: int, pre_fetch: int, shard_index: int = 0,
+                 shard_count: int = 1) -> None:
         _check_inputs(faces_a, faces_b, batch_size, seed)
+        if not 0 <= shard_index < shard_count or batch_size % shard_count:
+            raise ValueError(f"batch_size {batch_size} cannot be split into {shard_count} process "
+                             f"shards (shard {shard_index})")
         if num_processes < 0 or pre_fetch < 1:
             raise ValueError(f"need num_processes >= 0 and pre_fetch >= 1, got {num_processes}"
                              f" and {pre_fetch}")
@@ -189,11 +223,19 @@ class TrainIterator(Iterator[Batch]):
         self._seed = seed
         self._num_processes = num_processes
         self._pre_fetch = pre_fetch
+        self._shard = (shard_index, shard_count)
         self._next_sample = 0
         self._iterator: Any = None  # grain iterator, built lazily so set_state starts nothing
 
     def _start(self) -> None:
-        batches = self._pairs[self._next_sample:].batch(self._batch_size, drop_remainder=True)
+        shard_index, shard_count = self._shard
+        if shard_count == 1:
+            pairs = self._pairs[self._next_sample:]
+        else:
+            positions = ShardPositions(self._next_sample, self._batch_size, *self._shard)
+            pairs = (grain.MapDataset.range(_STREAM_LENGTH).map(positions)
+                     .map(PairAt(self._pairs)))
+        batches = pairs.batch(self._batch_size // shard_count, drop_remainder=True)
         # Threads overlap PNG decoding and OpenCV (both release the GIL); buffers stay small so a
         # few batches of large faces do not pile up in memory (grain's default buffer is 500).
         threads = 2 if self._num_processes == 0 else 1
@@ -263,12 +305,16 @@ def make_train_iter(
     seed: int,
     num_processes: int,
     pre_fetch: int,
+    shard_index: int = 0,
+    shard_count: int = 1,
 ) -> TrainIterator:
     """Iterator over the batches of `make_train_dataset`, optionally in worker processes.
 
     Args:
         num_processes: grain worker processes (0: load in this process, with 2 threads).
         pre_fetch: batches each worker (or the in-process reader) prepares ahead.
+        shard_index, shard_count: this JAX process and the number of processes; each loads only
+            its slice of every global batch (`jax.make_array_from_process_local_data` joins them).
         others: as `make_train_dataset`.
 
     Returns:
@@ -276,7 +322,8 @@ def make_train_iter(
         need an `if __name__ == "__main__":` guard (workers are spawned).
     """
     return TrainIterator(faces_a, faces_b, spec, augment_cfg, batch_size=batch_size, seed=seed,
-                         num_processes=num_processes, pre_fetch=pre_fetch)
+                         num_processes=num_processes, pre_fetch=pre_fetch,
+                         shard_index=shard_index, shard_count=shard_count)
 
 
 def preview_batch(faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta], spec: SampleSpec,

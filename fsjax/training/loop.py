@@ -161,7 +161,8 @@ def train_and_evaluate(
     iterator = pipeline.make_train_iter(
         metas_a, metas_b, spec, config.augment, batch_size=config.train.batch_size,
         seed=data_seed(data_key), num_processes=config.data.num_processes,
-        pre_fetch=config.data.pre_fetch,
+        pre_fetch=config.data.pre_fetch, shard_index=jax.process_index(),
+        shard_count=jax.process_count(),
     )
     if checkpoints.latest_step() is not None:
         abstract = jax.tree.map(
