@@ -14,7 +14,9 @@ import pathlib
 from typing import Literal
 
 CENTERINGS = ("face", "head", "legacy")
-MASK_TYPES = ("none", "components", "extended")
+# Landmark masks are drawn by fsjax; the others are neural-network masks stored in the PNG header.
+MASK_TYPES = ("none", "bisenet-fp_face", "bisenet-fp_head", "components", "custom_face",
+              "custom_head", "extended", "unet-dfl", "vgg-clear", "vgg-obstructed")
 LOSS_FUNCTIONS = ("mae", "mse", "ssim")
 OPTIMIZERS = ("adam",)
 DEMO_ITERATIONS = 300
@@ -67,6 +69,8 @@ class DataConfig:
     """Percentage of the extracted face used for training (62.5..100)."""
     vertical_offset: float = 0.0
     """Moves the crop down (+) or up (-) by this percentage of its size (-25..25)."""
+    faceswap_compat: bool = False
+    """Reproduce Faceswap's verified data bugs exactly (docs/compat.md) instead of fixing them."""
     bad_faces: Literal["stop", "skip"] = "stop"
     """Faces that cannot be used (bad header, truncated...): stop before training and list them,
     or skip them with a warning."""
@@ -162,9 +166,14 @@ class LossConfig:
     penalized_mask_loss: bool = True
     """Multiply the face loss by the face mask, so the background is ignored."""
     mask_type: str = "extended"
-    """Face mask: extended or components (from landmarks), or none."""
+    """Face mask: extended or components (drawn from the landmarks), a mask stored in the face
+    files by Faceswap's extract (bisenet-fp_face, vgg-clear, ...), or none."""
     mask_dilation: float = 0.0
     """Grow (+) or shrink (-) the face mask, percent of its size (-5..5)."""
+    mask_blur_kernel: int = 3
+    """Gaussian blur of a stored mask, in its pixels (0..9; landmark masks are not blurred)."""
+    mask_threshold: float = 4.0
+    """Stored mask values within this percent of 0 or 255 snap to 0 or 255 (0..50)."""
     learn_mask: bool = False
     """Add a mask output to every decoder and train it against the face mask."""
     faceswap_compat: bool = False
@@ -183,6 +192,8 @@ class LossConfig:
         _check_range("loss.mouth_multiplier", self.mouth_multiplier, 1, 40)
         _check_choice("loss.mask_type", self.mask_type, MASK_TYPES)
         _check_range("loss.mask_dilation", self.mask_dilation, -5, 5)
+        _check_range("loss.mask_blur_kernel", self.mask_blur_kernel, 0, 9)
+        _check_range("loss.mask_threshold", self.mask_threshold, 0, 50)
         if self.mask_type == "none" and (self.penalized_mask_loss or self.learn_mask):
             raise ConfigError(
                 "loss.mask_type='none' cannot be used with penalized_mask_loss or learn_mask: "

@@ -4,6 +4,7 @@ import dataclasses
 import pathlib
 import pickle
 import shutil
+import zlib
 
 import cv2
 import numpy as np
@@ -125,7 +126,7 @@ def test_spec_validation():
     with pytest.raises(ValueError, match="centering"):
         SampleSpec(size=64, centering="body")
     with pytest.raises(ValueError, match="mask_type"):
-        SampleSpec(size=64, mask_type="bisenet-fp_face")
+        SampleSpec(size=64, mask_type="bisenet")  # not a Faceswap mask name
     with pytest.raises(ValueError, match="coverage"):
         SampleSpec(size=64, coverage=0)
     with pytest.raises(ValueError, match="size"):
@@ -151,3 +152,31 @@ def test_changed_file_detected(data_dir, tmp_path):
     meta.path.write_bytes(encode_face_png(np.zeros((128, 128, 3), np.uint8), head))
     with pytest.raises(FaceFileError, match="was 256 px when scanned"):
         load_sample(meta, SampleSpec(size=64))
+
+
+def _with_stored_mask(src, dst, name, mask, centering):
+    """Copy a face file, adding a stored NN mask entry to its header."""
+    head = read_header(src)
+    head["alignments"]["mask"] = {name: {
+        "mask": zlib.compress(mask.tobytes()), "affine_matrix": np.eye(3).tolist(),
+        "interpolator": 1, "stored_size": mask.shape[0], "stored_centering": centering}}
+    dst.write_bytes(encode_face_png(cv2.imread(str(src)), head))
+
+
+def test_stored_mask_is_loaded_and_processed(data_dir, tmp_path):
+    folder = tmp_path / "side"
+    folder.mkdir()
+    mask = np.zeros((128, 128), np.uint8)
+    mask[32:96, 40:88] = 255
+    for src in sorted((data_dir / "faces" / "A").glob("*.png")):
+        _with_stored_mask(src, folder / src.name, "vgg-clear", mask, "face")
+    metas = scan_faces(folder, min_faces=4, stored_mask="vgg-clear").faces
+    spec = SampleSpec(size=64, mask_type="vgg-clear", mask_blur_kernel=0, mask_threshold=0)
+    sample = load_sample(metas[0], spec)
+    # Face centering, full coverage: the stored face mask is only resized to 64 px.
+    expected = cv2.resize(mask, (64, 64), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(sample["mask_face"], expected)
+    assert set(sample) == {"image", "landmarks", "mask_face", "mask_eye", "mask_mouth"}
+    with pytest.raises(FaceFileError, match="has no stored 'bisenet-fp_face' mask \\(it has: "
+                                            "vgg-clear\\)"):
+        scan_faces(folder, min_faces=4, stored_mask="bisenet-fp_face")

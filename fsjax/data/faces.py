@@ -15,10 +15,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from fsjax.data import align, masks
+from fsjax.data import align, masks, stored_masks
 from fsjax.data.header import FaceFileError, decode_image, read_header
 
-MASK_TYPES = ("none", "components", "extended")
+LANDMARK_MASKS = ("none", "components", "extended")
+MASK_TYPES = LANDMARK_MASKS + stored_masks.STORED_MASK_TYPES
 MIN_FACES = 25  # Faceswap refuses to train a side with fewer faces
 WARN_FACES = 250  # ...and warns below this many
 _LISTED = 20  # bad files named one by one in an error message
@@ -46,8 +47,12 @@ class SampleSpec:
         centering: "face", "head" or "legacy".
         coverage: percent of the centering's crop to keep.
         vertical_offset: percent of the core face box to move the crop down.
-        mask_type: "none", "components" or "extended" (landmark face masks).
-        mask_dilation: percent of `size` to dilate (negative: erode) the face mask.
+        mask_type: "none", a landmark mask ("components", "extended") or a mask stored in the
+            face files (`stored_masks.STORED_MASK_TYPES`).
+        mask_dilation: percent of the mask's size to dilate (negative: erode) the face mask.
+        mask_blur_kernel: Gaussian blur of stored masks, in stored pixels.
+        mask_threshold: percent near 0 / 255 at which stored mask values snap to 0 / 255.
+        faceswap_compat: reproduce Faceswap's stored-mask vertical-offset bug.
         eye_mask: also return the eye mask (Faceswap: penalized loss and eye multiplier > 1).
         mouth_mask: also return the mouth mask (Faceswap: penalized loss and mouth mult. > 1).
     """
@@ -58,6 +63,9 @@ class SampleSpec:
     vertical_offset: float = 0.0
     mask_type: str = "extended"
     mask_dilation: float = 0.0
+    mask_blur_kernel: int = 3
+    mask_threshold: float = 4.0
+    faceswap_compat: bool = False
     eye_mask: bool = True
     mouth_mask: bool = True
 
@@ -71,7 +79,7 @@ class SampleSpec:
             raise ValueError(f"SampleSpec.coverage must be in (0, 100], got {self.coverage}")
         if self.mask_type not in MASK_TYPES:
             raise ValueError(f"SampleSpec.mask_type {self.mask_type!r} is not one of "
-                             f"{MASK_TYPES} (stored header masks are not supported)")
+                             f"{MASK_TYPES}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -84,6 +92,7 @@ class FaceMeta:
         landmarks: (68, 2) float32 frame-space landmarks from the header.
         matrix: (2, 3) float64 frame -> normalised legacy space (Umeyama).
         offsets: pose offsets per centering, float32 (2,) each (see `align.pose_offsets`).
+        stored_mask: the header entry of the stored mask training uses, if it uses one.
     """
 
     path: pathlib.Path
@@ -91,10 +100,14 @@ class FaceMeta:
     landmarks: np.ndarray
     matrix: np.ndarray
     offsets: dict[str, np.ndarray]
+    stored_mask: dict | None = None
 
 
-def read_face_meta(path: str | os.PathLike) -> FaceMeta:
-    """Validate one face file's header and precompute its alignment and pose."""
+def read_face_meta(path: str | os.PathLike, stored_mask: str | None = None) -> FaceMeta:
+    """Validate one face file's header and precompute its alignment and pose.
+
+    With `stored_mask`, the face must carry that mask; it is decoded once here to check it.
+    """
     path = pathlib.Path(path)
     header = read_header(path)
     landmarks = header["alignments"]["landmarks_xy"]
@@ -109,8 +122,17 @@ def read_face_meta(path: str | os.PathLike) -> FaceMeta:
         raise FaceFileError(path, "head pose could not be estimated from the landmarks")
     for arr in (landmarks, matrix, *offsets.values()):
         arr.setflags(write=False)
+    entry = None
+    if stored_mask is not None:
+        entry = header["alignments"]["mask"].get(stored_mask)
+        if entry is None:
+            have = ", ".join(sorted(header["alignments"]["mask"])) or "none"
+            raise FaceFileError(path, f"has no stored '{stored_mask}' mask (it has: {have}); "
+                                      "choose another loss.mask_type or add the mask with "
+                                      "Faceswap's mask tool")
+        stored_masks.decode_stored_mask(entry, path=path, name=stored_mask)
     return FaceMeta(path=path, png_size=int(header["width"]), landmarks=landmarks,
-                    matrix=matrix, offsets=offsets)
+                    matrix=matrix, offsets=offsets, stored_mask=entry)
 
 
 def list_face_files(folder: str | os.PathLike) -> list[pathlib.Path]:
@@ -148,6 +170,7 @@ def scan_faces(
     on_bad: str = "stop",
     min_faces: int = MIN_FACES,
     progress: Callable[[int, int], None] | None = None,
+    stored_mask: str | None = None,
 ) -> FolderScan:
     """Read and validate every face in `folder` before training starts.
 
@@ -157,6 +180,7 @@ def scan_faces(
             (they are returned in `skipped` so the caller can warn).
         min_faces: fewest usable faces accepted (Faceswap needs 25 per side).
         progress: called as `progress(done, total)` while scanning.
+        stored_mask: a stored mask type every face must carry (loss.mask_type), if one is used.
 
     Raises:
         DataError: missing folder, no PNG files, fewer than `min_faces` usable faces.
@@ -171,7 +195,7 @@ def scan_faces(
     errors: list[FaceFileError] = []
     for done, path in enumerate(files, 1):
         try:
-            metas.append(read_face_meta(path))
+            metas.append(read_face_meta(path, stored_mask))
         except FaceFileError as err:
             errors.append(err)
         if progress is not None:
@@ -213,7 +237,9 @@ def load_sample(meta: FaceMeta, spec: SampleSpec) -> dict[str, np.ndarray]:
                             spec.vertical_offset, spec.size, matrix=meta.matrix,
                             offsets=meta.offsets)
     sample = {"image": align.crop_face(image, crop), "landmarks": crop.landmarks}
-    if spec.mask_type != "none":
+    if spec.mask_type in stored_masks.STORED_MASK_TYPES:
+        sample["mask_face"] = _stored_face_mask(meta, spec)
+    elif spec.mask_type != "none":
         sample["mask_face"] = masks.face_mask(spec.mask_type, crop.landmarks, spec.size,
                                               spec.mask_dilation)
     if spec.eye_mask:
@@ -221,3 +247,16 @@ def load_sample(meta: FaceMeta, spec: SampleSpec) -> dict[str, np.ndarray]:
     if spec.mouth_mask:
         sample["mask_mouth"] = masks.mouth_mask(crop.landmarks, spec.size)
     return sample
+
+
+def _stored_face_mask(meta: FaceMeta, spec: SampleSpec) -> np.ndarray:
+    """The face's stored NN mask, processed to this sample's crop (stored_masks module)."""
+    if meta.stored_mask is None:
+        raise FaceFileError(meta.path, f"was scanned without its '{spec.mask_type}' mask")
+    entry = meta.stored_mask
+    mask = stored_masks.decode_stored_mask(entry, path=meta.path, name=spec.mask_type)
+    return stored_masks.process_stored_mask(
+        mask, stored_centering=entry["stored_centering"], centering=spec.centering,
+        coverage=spec.coverage, vertical_offset=spec.vertical_offset, offsets=meta.offsets,
+        size=spec.size, dilation=spec.mask_dilation, blur_kernel=spec.mask_blur_kernel,
+        threshold=spec.mask_threshold, faceswap_compat=spec.faceswap_compat)

@@ -25,6 +25,7 @@ from fsjax.checkpoint import state_file
 from fsjax.checkpoint.manager import Checkpoints
 from fsjax.config import ExperimentConfig
 from fsjax.data import faces, pipeline
+from fsjax.data.stored_masks import STORED_MASK_TYPES
 from fsjax.models import get_model_module
 from fsjax.optim.optimizers import make_optimizer
 from fsjax.preview import render_preview, write_preview
@@ -78,6 +79,9 @@ def sample_spec(config: ExperimentConfig, process_size: int) -> faces.SampleSpec
         vertical_offset=config.data.vertical_offset,
         mask_type=loss.mask_type if need_face else "none",
         mask_dilation=loss.mask_dilation,
+        mask_blur_kernel=loss.mask_blur_kernel,
+        mask_threshold=loss.mask_threshold,
+        faceswap_compat=config.data.faceswap_compat,
         eye_mask=loss.penalized_mask_loss and loss.eye_multiplier > 1,
         mouth_mask=loss.penalized_mask_loss and loss.mouth_multiplier > 1,
     )
@@ -107,7 +111,8 @@ def open_model_state(model_dir: pathlib.Path, name: str, config: ExperimentConfi
     return state_file.load_state(path) if path.exists() else state_file.new_state(name, config)
 
 
-def scan_side(side: str, folder: pathlib.Path, on_bad: str) -> list[faces.FaceMeta]:
+def scan_side(side: str, folder: pathlib.Path, on_bad: str,
+              stored_mask: str | None = None) -> list[faces.FaceMeta]:
     """Scans one side's folder with a progress line, warning about skipped or few faces."""
     show = sys.stderr.isatty()
 
@@ -117,7 +122,7 @@ def scan_side(side: str, folder: pathlib.Path, on_bad: str) -> list[faces.FaceMe
             print(f"\rScanning side {side}: {done}/{total} files", end=end, file=sys.stderr,
                   flush=True)
 
-    scan = faces.scan_faces(folder, on_bad=on_bad, progress=progress)
+    scan = faces.scan_faces(folder, on_bad=on_bad, progress=progress, stored_mask=stored_mask)
     if scan.skipped:
         listed = "".join(f"\n  {path}: {reason}" for path, reason in scan.skipped[:20])
         more = f"\n  ... and {len(scan.skipped) - 20} more" if len(scan.skipped) > 20 else ""
@@ -145,8 +150,9 @@ def train_and_evaluate(
 
     # Everything that reads user input happens before the model is built.
     folder_a, folder_b = face_folders(config)
-    metas_a = scan_side("A", folder_a, config.data.bad_faces)
-    metas_b = scan_side("B", folder_b, config.data.bad_faces)
+    stored_mask = config.loss.mask_type if config.loss.mask_type in STORED_MASK_TYPES else None
+    metas_a = scan_side("A", folder_a, config.data.bad_faces, stored_mask)
+    metas_b = scan_side("B", folder_b, config.data.bad_faces, stored_mask)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.train.batch_size, mesh)
     model_state = open_model_state(model_dir, name, config)
