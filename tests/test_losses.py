@@ -9,6 +9,7 @@ matches the fixture.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import cv2
@@ -251,6 +252,11 @@ def test_weights_and_multipliers(inp):
     assert _max_err(loss.weighted[0]["mse"], loss.unweighted[0]["mse"] * 2.5) < 1e-9
     expect_total = float(np.mean(loss.weighted[0]["mae"]) + np.mean(loss.weighted[0]["mse"]))
     assert abs(float(loss.total()) - expect_total) < 1e-7
+    # Faceswap hands masks over by position: with eye multiplier 1 the mouth mask lands in the
+    # eye slot and is ignored, so faceswap_compat loses the mouth weighting.
+    compat = dataclasses.replace(cfg, faceswap_compat=True)
+    lost = _side_jit(compat)([true], [pred], **masks).unweighted[0]["mae"]
+    assert _max_err(lost, np.mean(np.abs(true - pred) * face, axis=(1, 2, 3))) < 1e-6
     # No penalized mask: masks are ignored entirely, the value is the plain per-item loss.
     cfg = LossConfig(loss_function="mae", loss_function_2="none", penalized_mask_loss=False)
     plain = _side_jit(cfg)([true], [pred], **masks).unweighted[0]["mae"]

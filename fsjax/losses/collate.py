@@ -94,12 +94,16 @@ def _resolve_masks(
     """Pick the masks the config uses (by name, never by position) and size them per output.
 
     Faceswap only builds eye/mouth masks with penalized mask loss on and a multiplier above 1,
-    so the same conditions switch them on here.
+    so the same conditions switch them on here. Faceswap then hands the masks over by position:
+    with the eye multiplier at 1 the mouth mask lands in the eye slot, where a multiplier of 1
+    ignores it, and the mouth weighting is lost. `cfg.faceswap_compat` reproduces that.
     """
+    mouth_lost = cfg.faceswap_compat and cfg.eye_multiplier <= 1
     wanted = {
         "mask_face": (cfg.penalized_mask_loss, face),
         "mask_eye": (cfg.penalized_mask_loss and cfg.eye_multiplier > 1, eye),
-        "mask_mouth": (cfg.penalized_mask_loss and cfg.mouth_multiplier > 1, mouth),
+        "mask_mouth": (cfg.penalized_mask_loss and cfg.mouth_multiplier > 1 and not mouth_lost,
+                       mouth),
     }
     resolved = {}
     for name, (use, mask) in wanted.items():
