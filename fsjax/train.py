@@ -62,7 +62,8 @@ def expand_aliases(argv: list[str]) -> list[str]:
     return out
 
 
-def parse_cli(argv: list[str]) -> ExperimentConfig:
+def parse_cli(argv: list[str], *, prog: str = "python -m fsjax.train",
+              description: str = DESCRIPTION) -> ExperimentConfig:
     """Loads the experiment file, then applies the command line's overrides."""
     path, rest = split_config_path(argv)
     base = load_experiment(path) if path else ExperimentConfig()
@@ -70,8 +71,7 @@ def parse_cli(argv: list[str]) -> ExperimentConfig:
     def _entry(config: ExperimentConfig = base) -> ExperimentConfig:
         return config
 
-    return tyro.cli(_entry, args=expand_aliases(rest), prog="python -m fsjax.train",
-                    description=DESCRIPTION)
+    return tyro.cli(_entry, args=expand_aliases(rest), prog=prog, description=description)
 
 
 def main(argv: list[str] | None = None) -> int:

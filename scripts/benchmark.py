@@ -35,6 +35,38 @@ def fixed_batch(spec, batch_size: int, seed: int = 0) -> dict:
     return {"a": side, "b": {k: v[::-1].copy() for k, v in side.items()}}
 
 
+def time_step(config, batch_size: int, steps: int, log=print) -> tuple[float, float]:
+    """Times the jitted train step on a fixed batch.
+
+    Returns:
+        (median seconds per step, seconds of the first step: trace + compile + run).
+    """
+    model = get_model_module(config.model.name).build(config)
+    mesh = sharding.make_mesh()
+    sharding.check_batch_size(batch_size, mesh)
+    tx = make_optimizer(config.optimizer)
+    repl = sharding.replicated(mesh)
+    state = jax.jit(make_init_fn(model.module, tx, model.input_size), out_shardings=repl)(
+        jax.random.key(0))
+    step = make_train_step(model.module, tx, config.loss, mesh)
+    spec = sample_spec(config, max((model.input_size,) + model.output_sizes))
+    batch = sharding.to_global(fixed_batch(spec, batch_size), sharding.batch_sharded(mesh))
+    key = jax.device_put(jax.random.key(1), repl)
+
+    start = time.perf_counter()
+    state, metrics = step(state, batch, key)
+    jax.block_until_ready(metrics)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        state, metrics = step(state, batch, key)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+        log(f"step {len(times)}: {times[-1]:.3f} s, loss {float(metrics['total']):.5f}")
+    return float(np.median(times)), first
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
@@ -42,32 +74,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first")
     args = parser.parse_args()
 
-    config = load_experiment(args.config)
-    model = get_model_module(config.model.name).build(config)
-    mesh = sharding.make_mesh()
-    sharding.check_batch_size(args.batch_size, mesh)
-    tx = make_optimizer(config.optimizer)
-    repl = sharding.replicated(mesh)
-    state = jax.jit(make_init_fn(model.module, tx, model.input_size), out_shardings=repl)(
-        jax.random.key(0))
-    step = make_train_step(model.module, tx, config.loss, mesh)
-    spec = sample_spec(config, max((model.input_size,) + model.output_sizes))
-    batch = sharding.to_global(fixed_batch(spec, args.batch_size), sharding.batch_sharded(mesh))
-    key = jax.device_put(jax.random.key(1), repl)
-
-    start = time.perf_counter()
-    state, metrics = step(state, batch, key)
-    jax.block_until_ready(metrics)
-    compile_seconds = time.perf_counter() - start
-    times = []
-    for _ in range(args.steps):
-        start = time.perf_counter()
-        state, metrics = step(state, batch, key)
-        jax.block_until_ready(metrics)
-        times.append(time.perf_counter() - start)
-        print(f"step {len(times)}: {times[-1]:.3f} s, loss {float(metrics['total']):.5f}",
-              flush=True)
-    per_step = float(np.median(times))
+    per_step, compile_seconds = time_step(load_experiment(args.config), args.batch_size,
+                                          args.steps, log=lambda line: print(line, flush=True))
     print(f"devices={len(jax.devices())} platform={jax.devices()[0].platform} "
           f"batch_size={args.batch_size} median_step_seconds={per_step:.4f}")
     print(f"examples_per_second={2 * args.batch_size / per_step:.3f} "
