@@ -135,8 +135,6 @@ class AugmentConfig:
         _check_range("augment.color_ab", self.color_ab, 0, 50)
         _check_range("augment.color_clahe_chance", self.color_clahe_chance, 0, 75)
         _check_range("augment.color_clahe_max_size", self.color_clahe_max_size, 1, 8)
-        if self.warp_to_landmarks:
-            raise ConfigError("augment.warp_to_landmarks=True is not available yet: allowed False")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -135,7 +135,8 @@ def test_geometry_and_flip_shared_by_image_and_masks():
     draw = augment.AugmentDraw(
         lab_shift=np.zeros(3, np.float32), clahe_grid=None, angle=8.0, scale=1.04,
         shift=np.array([1.5, -2.0], np.float32), flip=True,
-        warp_noise=np.zeros((2, 5, 5), np.float32))
+        warp_noise=np.zeros((2, 5, 5), np.float32), partner=0.0,
+        landmark_noise=np.zeros((68, 2), np.float32))
     out = augment.apply_augmentation(sample, draw, STILL)
     # mask_mouth was a copy of the blue channel: it must have moved exactly like the image
     np.testing.assert_array_equal(out["mask_mouth"][..., 0], out["target"][..., 0])

@@ -1,5 +1,6 @@
 """The grain training pipeline: sampling, batch layout, determinism, workers and resume."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -187,3 +188,26 @@ def test_process_shards_together_make_the_single_process_batch(faces):
     with pytest.raises(ValueError, match="cannot be split into 3 process shards"):
         pipeline.make_train_iter(*faces, SPEC, AugmentConfig(), shard_index=0, shard_count=3,
                                  **common)
+
+
+def test_warp_to_landmarks_warps_only_the_input_towards_a_near_face(faces):
+    wtl = AugmentConfig(warp_to_landmarks=True)
+    grid = pipeline.make_train_dataset(*faces, SPEC, AugmentConfig(), batch_size=2, seed=3)[0]
+    ds = pipeline.make_train_dataset(*faces, SPEC, wtl, batch_size=2, seed=3)
+    batch = ds[0]
+    # Same draws, so colour, geometry and flip (the target and masks) are unchanged.
+    for side in ("a", "b"):
+        for key in ("target", "mask_face", "mask_eye"):
+            np.testing.assert_array_equal(batch[side][key], grid[side][key])
+        assert not np.array_equal(batch[side]["input"], grid[side]["input"])
+        changed = np.abs(batch[side]["input"].astype(int) - batch[side]["target"]).mean()
+        assert changed > 1.0  # the face really moved
+    assert set(batch["a"]) == set(grid["a"])  # landmarks and face index are not in the batch
+    compat_spec = dataclasses.replace(SPEC, faceswap_compat=True)
+    compat = pipeline.make_train_dataset(*faces, compat_spec, wtl, batch_size=2, seed=3)[0]
+    np.testing.assert_array_equal(compat["a"]["target"], batch["a"]["target"])
+    assert not np.array_equal(compat["a"]["input"], batch["a"]["input"])  # transposed field
+    partners = pipeline.Partners.build(*faces, SPEC)
+    assert partners.nearest[0].shape == (4, 3)  # 4 faces a side: min(count) - 1 neighbours
+    chosen = partners.landmarks_for(0, 2, 0.99)
+    assert any(np.array_equal(chosen, partners.landmarks[1][j]) for j in partners.nearest[0][2])

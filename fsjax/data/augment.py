@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from fsjax.config import AugmentConfig
+from fsjax.data import landmark_warp
 
 MASK_KEYS = ("mask_face", "mask_eye", "mask_mouth")
 CLAHE_CLIP_LIMIT = 2.0
@@ -51,6 +52,10 @@ class AugmentDraw:
     """Mirror horizontally."""
     warp_noise: np.ndarray
     """(2, 5, 5) float32 offsets in pixels of the x and y warp control grids."""
+    partner: float
+    """Uniform in [0, 1): which of its nearest other-side faces warp-to-landmarks uses."""
+    landmark_noise: np.ndarray
+    """(68, 2) float32 pixel noise on the partner's landmarks (warp-to-landmarks)."""
 
 
 def clahe_grid_size(size: int, multiplier: int) -> int:
@@ -80,6 +85,8 @@ def draw_augmentation(rng: np.random.Generator, cfg: AugmentConfig, size: int) -
     shift = rng.uniform(-shift_px, shift_px, size=2).astype(np.float32)
     flip = bool(rng.random() < cfg.flip_chance / 100.0)
     noise = rng.normal(0.0, WARP_SIGMA * size, size=(2, WARP_GRID, WARP_GRID))
+    partner = float(rng.random())
+    landmark_noise = rng.normal(0.0, landmark_warp.JITTER_SIGMA * size, size=(68, 2))
     return AugmentDraw(
         lab_shift=lab_shift,
         clahe_grid=clahe_grid_size(size, multiplier) if clahe_on else None,
@@ -88,6 +95,8 @@ def draw_augmentation(rng: np.random.Generator, cfg: AugmentConfig, size: int) -
         shift=shift,
         flip=flip,
         warp_noise=noise.astype(np.float32),
+        partner=partner,
+        landmark_noise=landmark_noise.astype(np.float32),
     )
 
 
@@ -187,7 +196,8 @@ def grid_warp(image: np.ndarray, noise: np.ndarray) -> np.ndarray:
 
 
 def apply_augmentation(
-    sample: dict[str, np.ndarray], draw: AugmentDraw, cfg: AugmentConfig
+    sample: dict[str, np.ndarray], draw: AugmentDraw, cfg: AugmentConfig,
+    partner_landmarks: np.ndarray | None = None, faceswap_compat: bool = False,
 ) -> dict[str, np.ndarray]:
     """Apply already-drawn augmentation to a loaded sample; see `augment_sample`."""
     image = np.asarray(sample["image"])
@@ -210,7 +220,17 @@ def apply_augmentation(
         masks = masks[:, ::-1] if masks is not None else None
 
     target = np.ascontiguousarray(image)
-    warped = target.copy() if cfg.no_warp else grid_warp(target, draw.warp_noise)
+    if cfg.no_warp:
+        warped = target.copy()
+    elif cfg.warp_to_landmarks:
+        # Both point sets move with the sample's own geometry, then the partner's get noise.
+        flip = draw.flip and not cfg.no_flip
+        src = landmark_warp.move_points(sample["landmarks"], matrix, flip=flip, size=size)
+        dst = landmark_warp.move_points(partner_landmarks, matrix, flip=flip, size=size)
+        warped = landmark_warp.warp_to_landmarks(target, src, dst + draw.landmark_noise,
+                                                 faceswap_compat=faceswap_compat)
+    else:
+        warped = grid_warp(target, draw.warp_noise)
     out = {"input": warped, "target": target}
     for i, key in enumerate(mask_keys):
         out[key] = np.ascontiguousarray(masks[..., i:i + 1])
@@ -218,7 +238,8 @@ def apply_augmentation(
 
 
 def augment_sample(
-    sample: dict[str, np.ndarray], rng: np.random.Generator, cfg: AugmentConfig
+    sample: dict[str, np.ndarray], rng: np.random.Generator, cfg: AugmentConfig,
+    partner_landmarks: np.ndarray | None = None, faceswap_compat: bool = False,
 ) -> dict[str, np.ndarray]:
     """Augment one loaded training sample as Faceswap's collator does.
 
@@ -226,11 +247,15 @@ def augment_sample(
         sample: "image" uint8 (S, S, 3) BGR and optional "mask_face" / "mask_eye" /
             "mask_mouth" uint8 (S, S) or (S, S, 1); other keys (landmarks) are ignored.
         rng: the only source of randomness.
-        cfg: ranges and the no_augment_color / no_warp / no_flip switches.
+        cfg: ranges and the no_augment_color / no_warp / no_flip / warp_to_landmarks switches.
+        partner_landmarks: with warp_to_landmarks, the crop-space landmarks of the other-side
+            face to warp towards (the caller picks it with `draw.partner`); "landmarks" must be
+            in `sample`.
+        faceswap_compat: reproduce Faceswap's transposed warp-to-landmarks field.
 
     Returns:
         "input" (warped) and "target" (not warped) uint8 (S, S, 3) BGR, and each mask present
         in `sample` as uint8 (S, S, 1), transformed and flipped with the target.
     """
     draw = draw_augmentation(rng, cfg, int(np.asarray(sample["image"]).shape[0]))
-    return apply_augmentation(sample, draw, cfg)
+    return apply_augmentation(sample, draw, cfg, partner_landmarks, faceswap_compat)

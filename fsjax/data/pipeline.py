@@ -31,7 +31,13 @@ import grain
 import numpy as np
 
 from fsjax.config import AugmentConfig
-from fsjax.data.augment import MASK_KEYS, augment_sample
+from fsjax.data import align, landmark_warp
+from fsjax.data.augment import (
+    MASK_KEYS,
+    apply_augmentation,
+    augment_sample,
+    draw_augmentation,
+)
 from fsjax.data.faces import FaceMeta, SampleSpec, load_sample
 
 SIDES = ("a", "b")
@@ -80,6 +86,7 @@ class LoadPair(grain.transforms.Map):
     faces_b: tuple[FaceMeta, ...]
     spec: SampleSpec
     seed: int
+    keep_landmarks: bool = False  # warp-to-landmarks needs each sample's face and landmarks
 
     def map(self, element: int) -> dict[str, dict[str, np.ndarray]]:
         pair = {}
@@ -87,7 +94,10 @@ class LoadPair(grain.transforms.Map):
         for side_id, (side, faces) in enumerate(sides):
             index = side_face_indices(self.seed, side_id, len(faces), np.array([element]))[0]
             sample = load_sample(faces[index], self.spec)
-            sample.pop("landmarks", None)  # only needed by warp-to-landmarks (not supported)
+            if self.keep_landmarks:
+                sample["index"] = np.int64(index)
+            else:
+                sample.pop("landmarks")
             pair[side] = sample
         return pair
 
@@ -101,9 +111,50 @@ class AugmentPair(grain.transforms.RandomMap):
     """
 
     config: AugmentConfig
+    partners: Partners | None = None
+    faceswap_compat: bool = False
 
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-        return {side: augment_sample(element[side], rng, self.config) for side in SIDES}
+        if self.partners is None:
+            return {side: augment_sample(element[side], rng, self.config) for side in SIDES}
+        out = {}
+        for side_id, side in enumerate(SIDES):
+            sample = element[side]
+            draw = draw_augmentation(rng, self.config, sample["image"].shape[0])
+            partner = self.partners.landmarks_for(side_id, int(sample.pop("index")), draw.partner)
+            out[side] = apply_augmentation(sample, draw, self.config, partner,
+                                           self.faceswap_compat)
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Partners:
+    """For warp-to-landmarks: every face's crop-space landmarks and its nearest other-side faces.
+
+    Built once from the scanned faces (no image is decoded): `nearest[s][i]` lists the faces of
+    the other side whose landmarks are closest to face i of side s.
+    """
+
+    landmarks: tuple[np.ndarray, np.ndarray]
+    nearest: tuple[np.ndarray, np.ndarray]
+
+    @classmethod
+    def build(cls, faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta],
+              spec: SampleSpec) -> Partners:
+        def crop_landmarks(faces: Sequence[FaceMeta]) -> np.ndarray:
+            return np.stack([
+                align.train_crop(m.landmarks, m.png_size, spec.centering, spec.coverage,
+                                 spec.vertical_offset, spec.size, matrix=m.matrix,
+                                 offsets=m.offsets).landmarks
+                for m in faces])
+
+        landmarks = (crop_landmarks(faces_a), crop_landmarks(faces_b))
+        return cls(landmarks, landmark_warp.nearest_faces(*landmarks))
+
+    def landmarks_for(self, side: int, index: int, draw: float) -> np.ndarray:
+        """The partner of face `index` of `side` picked by `draw` in [0, 1)."""
+        choices = self.nearest[side][index]
+        return self.landmarks[1 - side][choices[int(draw * len(choices))]]
 
 
 def _check_inputs(faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta], batch_size: int,
@@ -119,10 +170,13 @@ def _check_inputs(faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta], batc
 def _pair_dataset(faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta], spec: SampleSpec,
                   augment_cfg: AugmentConfig, seed: int) -> grain.MapDataset:
     """Element k: the augmented pair at stream position k, masks as (S, S, 1)."""
-    load = LoadPair(tuple(faces_a), tuple(faces_b), spec, seed)
+    use_partners = augment_cfg.warp_to_landmarks and not augment_cfg.no_warp
+    partners = Partners.build(faces_a, faces_b, spec) if use_partners else None
+    load = LoadPair(tuple(faces_a), tuple(faces_b), spec, seed, keep_landmarks=use_partners)
+    augment = AugmentPair(augment_cfg, partners, spec.faceswap_compat)
     return (grain.MapDataset.range(_STREAM_LENGTH)
             .map(load)
-            .random_map(AugmentPair(augment_cfg), seed=seed))
+            .random_map(augment, seed=seed))
 
 
 def make_train_dataset(
