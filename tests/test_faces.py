@@ -180,3 +180,24 @@ def test_stored_mask_is_loaded_and_processed(data_dir, tmp_path):
     with pytest.raises(FaceFileError, match="has no stored 'bisenet-fp_face' mask \\(it has: "
                                             "vgg-clear\\)"):
         scan_faces(folder, min_faces=4, stored_mask="bisenet-fp_face")
+
+
+@pytest.mark.parametrize("kind, convert, reason", [
+    ("grey", lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), "is a grey image"),
+    ("16-bit", lambda im: im.astype(np.uint16) * 257, "is a 16-bit image"),
+    ("rgba", lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2BGRA), "is an RGBA image"),
+])
+def test_non_faceswap_pixel_formats_are_found_by_the_scan(data_dir, tmp_path, kind, convert,
+                                                           reason):
+    folder = _copy_faces(data_dir / "faces" / "A", tmp_path / "side")
+    bad = folder / "synth_A_0001_0.png"
+    head = read_header(bad)
+    png = cv2.imencode(".png", convert(cv2.imread(str(bad))))[1].tobytes()
+    # Re-insert the faceswap header before the first IDAT, as Faceswap's writer places it.
+    itxt = encode_face_png(cv2.imread(str(bad)), head)
+    chunk = itxt[itxt.index(b"iTXt") - 4:itxt.index(b"IDAT") - 4]
+    at = png.index(b"IDAT") - 4
+    bad.write_bytes(png[:at] + chunk + png[at:])
+    with pytest.raises(FaceFileError, match=f"^{bad}: {reason}"):
+        scan_folder(folder, min_faces=1)
+    assert len(scan_faces(folder, on_bad="skip", min_faces=1).faces) == 3

@@ -244,6 +244,7 @@ def read_header(path: PathLike) -> dict[str, Any]:
             if ctype != b"IHDR" or len(body) != 13:
                 raise FaceFileError(path, "corrupt PNG (first chunk is not a valid IHDR)")
             size = struct.unpack(">II", body[:8])
+            _check_pixel_format(body[8], body[9], path)
         elif ctype == b"iTXt" and text is None:
             text = _itxt_text(body, path)
     if text is None:
@@ -253,6 +254,24 @@ def read_header(path: PathLike) -> dict[str, Any]:
         raise FaceFileError(path, f"image is {width}x{height}; Faceswap faces are square")
     header = normalise_header(_parse_literal(text, path), path)
     return {"width": width, "height": height, **header}
+
+
+_COLOUR_TYPES = {0: "a grey image", 3: "a palette image", 4: "a grey image with alpha",
+                 6: "an RGBA image (it has an alpha channel)"}
+
+
+def _check_pixel_format(bit_depth: int, colour_type: int, path: PathLike) -> None:
+    """Faceswap's extract writes 8-bit, 3-channel colour PNGs; anything else was changed since.
+
+    Such a file could be converted, but it is not the face Faceswap extracted, so it is reported
+    (and skipped or refused, as `data.bad_faces` says) like any other bad face file.
+    """
+    if colour_type != 2:
+        kind = _COLOUR_TYPES.get(colour_type, f"PNG colour type {colour_type}")
+        raise FaceFileError(path, f"is {kind}; Faceswap-extracted faces are 8-bit colour (BGR)")
+    if bit_depth != 8:
+        raise FaceFileError(path, f"is a {bit_depth}-bit image; Faceswap-extracted faces are "
+                                  "8-bit colour (BGR)")
 
 
 def _plain(value: Any) -> Any:
