@@ -34,3 +34,14 @@ def test_faceswap_flags_and_nested_overrides_reach_the_config(tmp_path):
     assert config.augment.no_flip and config.augment.no_warp and config.augment.no_augment_color
     assert config.train.no_logs and config.train.write_image and config.loss.eye_multiplier == 2.0
     assert load_experiment(EXPERIMENTS[0]).target_iterations == 300  # the demo default
+
+
+def test_mask_type_none_with_mask_losses_is_a_config_error():
+    from fsjax.config import ConfigError, LossConfig
+
+    with pytest.raises(ConfigError, match="mask_type='none' cannot be used"):
+        LossConfig(mask_type="none")
+    with pytest.raises(ConfigError, match="mask_type='none' cannot be used"):
+        LossConfig(mask_type="none", penalized_mask_loss=False, learn_mask=True)
+    assert LossConfig(mask_type="none", penalized_mask_loss=False).functions == {
+        "ssim": 1.0, "mse": 1.0}

@@ -155,3 +155,22 @@ def test_state_is_donated(setup):
     old_kernel = state.params["encoder"]["dense"]["kernel"]
     step(state, sharding.to_global(batch, sharding.batch_sharded(mesh)), key)
     assert old_kernel.is_deleted()
+
+
+def test_multi_scale_outputs_get_area_resized_targets():
+    """Models with several outputs: each is compared with the target shrunk to its size."""
+    from fsjax.config import LossConfig
+    from fsjax.training.step import side_loss
+
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 256, (2, 64, 64, 3), np.uint8)
+    small = target.astype(np.float32).reshape(2, 32, 2, 32, 2, 3).mean(axis=(2, 4)) / 255
+    outputs = {"faces": (jnp.asarray(small), jnp.asarray(target / 255, jnp.float32))}
+    cfg = LossConfig(loss_function="mae", loss_function_2="none", penalized_mask_loss=False)
+    total, terms = side_loss(outputs, {"target": target, "input": target}, cfg, "a")
+    assert float(total) < 1e-6  # both outputs equal their (resized) targets
+    assert {"face_A_0", "face_A_1"} <= set(terms)
+    shifted = {"faces": (jnp.asarray(small) + 0.1, outputs["faces"][1])}
+    _, terms = side_loss(shifted, {"target": target, "input": target}, cfg, "a")
+    np.testing.assert_allclose(float(terms["face_A_0"]), 0.1, rtol=1e-5)
+    assert float(terms["face_A_1"]) < 1e-6
