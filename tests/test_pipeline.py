@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fsjax.config import AugmentConfig
-from fsjax.data import pipeline
+from fsjax.data import landmark_warp, pipeline
 from fsjax.data.faces import SampleSpec, load_sample, scan_folder
 
 S = 32
@@ -190,7 +190,7 @@ def test_process_shards_together_make_the_single_process_batch(faces):
                                  **common)
 
 
-def test_warp_to_landmarks_warps_only_the_input_towards_a_near_face(faces):
+def test_warp_to_landmarks_warps_only_the_input_towards_a_near_face(faces, monkeypatch):
     wtl = AugmentConfig(warp_to_landmarks=True)
     grid = pipeline.make_train_dataset(*faces, SPEC, AugmentConfig(), batch_size=2, seed=3)[0]
     ds = pipeline.make_train_dataset(*faces, SPEC, wtl, batch_size=2, seed=3)
@@ -204,10 +204,42 @@ def test_warp_to_landmarks_warps_only_the_input_towards_a_near_face(faces):
         assert changed > 1.0  # the face really moved
     assert set(batch["a"]) == set(grid["a"])  # landmarks and face index are not in the batch
     compat_spec = dataclasses.replace(SPEC, faceswap_compat=True)
-    compat = pipeline.make_train_dataset(*faces, compat_spec, wtl, batch_size=2, seed=3)[0]
-    np.testing.assert_array_equal(compat["a"]["target"], batch["a"]["target"])
-    assert not np.array_equal(compat["a"]["input"], batch["a"]["input"])  # transposed field
+    seen = []
+    real_warp = landmark_warp.warp_to_landmarks
+    monkeypatch.setattr(landmark_warp, "warp_to_landmarks",
+                        lambda *a, **k: seen.append(k["faceswap_compat"]) or real_warp(*a, **k))
+    pipeline.make_train_dataset(*faces, compat_spec, wtl, batch_size=2, seed=3)[0]
+    assert seen == [True] * 4  # Faceswap's transposed field (landmark_warp tests its direction)
     partners = pipeline.Partners.build(*faces, SPEC)
     assert partners.nearest[0].shape == (4, 3)  # 4 faces a side: min(count) - 1 neighbours
     chosen = partners.landmarks_for(0, 2, 0.99)
     assert any(np.array_equal(chosen, partners.landmarks[1][j]) for j in partners.nearest[0][2])
+
+
+def test_compat_batch_colour_reproduces_faceswaps_clahe_index_zero_quirk(faces):
+    """faceswap_compat: when a batch's first face is its only CLAHE draw, nobody gets CLAHE."""
+    colour = AugmentConfig(zoom_amount=0, rotation_range=0, shift_range=0, flip_chance=0,
+                           color_lightness=0, color_ab=0, no_warp=True)  # CLAHE chance 50 %
+    spec = dataclasses.replace(SPEC, faceswap_compat=True)
+    augment = pipeline.AugmentPair(colour)
+    compat = pipeline.FaceswapBatchAugment(augment, seed=7, batch_size=1, size=S)
+    ds = pipeline.make_train_dataset(*faces, spec, colour, batch_size=1, seed=7)
+    found = {"vetoed": 0, "kept": 0}
+    for i in range(40):
+        draws = compat._draws(i)
+        clahe = [d.clahe_grid is not None for d in draws]
+        if clahe == [True, False]:  # A0 is the batch's only CLAHE draw: Faceswap skips it
+            key = "vetoed"
+        elif clahe == [True, True]:
+            key = "kept"
+        else:
+            continue
+        found[key] += 1
+        no_clahe = dataclasses.replace(colour, color_clahe_chance=0)  # LAB round trip only
+        plain = pipeline.make_train_dataset(*faces, SPEC, no_clahe, batch_size=1, seed=7)[i]
+        got = ds[i]["a"]["target"]
+        if key == "vetoed":
+            np.testing.assert_array_equal(got, plain["a"]["target"])
+        else:
+            assert not np.array_equal(got, plain["a"]["target"])
+    assert found["vetoed"] >= 3 and found["kept"] >= 3

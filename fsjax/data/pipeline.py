@@ -34,8 +34,8 @@ from fsjax.config import AugmentConfig
 from fsjax.data import align, landmark_warp
 from fsjax.data.augment import (
     MASK_KEYS,
+    AugmentDraw,
     apply_augmentation,
-    augment_sample,
     draw_augmentation,
 )
 from fsjax.data.faces import FaceMeta, SampleSpec, load_sample
@@ -87,6 +87,7 @@ class LoadPair(grain.transforms.Map):
     spec: SampleSpec
     seed: int
     keep_landmarks: bool = False  # warp-to-landmarks needs each sample's face and landmarks
+    keep_position: bool = False  # FaceswapBatchAugment seeds each pair from its position
 
     def map(self, element: int) -> dict[str, dict[str, np.ndarray]]:
         pair = {}
@@ -99,6 +100,8 @@ class LoadPair(grain.transforms.Map):
             else:
                 sample.pop("landmarks")
             pair[side] = sample
+        if self.keep_position:
+            pair["position"] = np.int64(element)
         return pair
 
 
@@ -115,16 +118,51 @@ class AugmentPair(grain.transforms.RandomMap):
     faceswap_compat: bool = False
 
     def random_map(self, element: dict, rng: np.random.Generator) -> dict:
-        if self.partners is None:
-            return {side: augment_sample(element[side], rng, self.config) for side in SIDES}
+        size = element["a"]["image"].shape[0]
+        return self.apply(element, [draw_augmentation(rng, self.config, size) for _ in SIDES])
+
+    def apply(self, element: dict, draws: list[AugmentDraw]) -> dict:
+        """Augment side A with `draws[0]` and side B with `draws[1]`."""
         out = {}
-        for side_id, side in enumerate(SIDES):
-            sample = element[side]
-            draw = draw_augmentation(rng, self.config, sample["image"].shape[0])
-            partner = self.partners.landmarks_for(side_id, int(sample.pop("index")), draw.partner)
+        for side_id, (side, draw) in enumerate(zip(SIDES, draws, strict=True)):
+            sample, partner = element[side], None
+            if self.partners is not None:
+                partner = self.partners.landmarks_for(side_id, int(sample.pop("index")),
+                                                      draw.partner)
             out[side] = apply_augmentation(sample, draw, self.config, partner,
                                            self.faceswap_compat)
         return out
+
+
+@dataclasses.dataclass(frozen=True)
+class FaceswapBatchAugment(grain.transforms.Map):
+    """`AugmentPair` as Faceswap does it per batch, for `faceswap_compat`.
+
+    Faceswap draws CLAHE for the whole batch (side A first) and then tests the drawn indices
+    with `np.any`, so when the batch's first face is the only one drawn, nobody gets CLAHE. To
+    know that, a pair must see its batch-mates' draws: every pair here draws from its own
+    generator seeded by (seed, position), which the first pair of a batch can replay cheaply
+    (draws only, no images) for the others.
+    """
+
+    augment: AugmentPair
+    seed: int
+    batch_size: int
+    size: int
+
+    def _draws(self, position: int) -> list[AugmentDraw]:
+        rng = np.random.default_rng([self.seed, position])
+        return [draw_augmentation(rng, self.augment.config, self.size) for _ in SIDES]
+
+    def map(self, element: dict) -> dict:
+        position = int(element.pop("position"))
+        draws = self._draws(position)
+        if position % self.batch_size == 0 and draws[0].clahe_grid is not None:
+            mates = [d for p in range(position + 1, position + self.batch_size)
+                     for d in self._draws(p)]
+            if all(d.clahe_grid is None for d in draws[1:] + mates):
+                draws[0] = dataclasses.replace(draws[0], clahe_grid=None)
+        return self.augment.apply(element, draws)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,15 +206,21 @@ def _check_inputs(faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta], batc
 
 
 def _pair_dataset(faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta], spec: SampleSpec,
-                  augment_cfg: AugmentConfig, seed: int) -> grain.MapDataset:
-    """Element k: the augmented pair at stream position k, masks as (S, S, 1)."""
+                  augment_cfg: AugmentConfig, seed: int, batch_size: int) -> grain.MapDataset:
+    """Element k: the augmented pair at stream position k, masks as (S, S, 1).
+
+    With `spec.faceswap_compat` the pairs of one batch are the positions [i B, (i + 1) B).
+    """
     use_partners = augment_cfg.warp_to_landmarks and not augment_cfg.no_warp
     partners = Partners.build(faces_a, faces_b, spec) if use_partners else None
-    load = LoadPair(tuple(faces_a), tuple(faces_b), spec, seed, keep_landmarks=use_partners)
-    augment = AugmentPair(augment_cfg, partners, spec.faceswap_compat)
-    return (grain.MapDataset.range(_STREAM_LENGTH)
-            .map(load)
-            .random_map(augment, seed=seed))
+    compat = spec.faceswap_compat
+    load = LoadPair(tuple(faces_a), tuple(faces_b), spec, seed, keep_landmarks=use_partners,
+                    keep_position=compat)
+    augment = AugmentPair(augment_cfg, partners, compat)
+    pairs = grain.MapDataset.range(_STREAM_LENGTH).map(load)
+    if compat:
+        return pairs.map(FaceswapBatchAugment(augment, seed, batch_size, spec.size))
+    return pairs.random_map(augment, seed=seed)
 
 
 def make_train_dataset(
@@ -203,7 +247,7 @@ def make_train_dataset(
         (B, S, S, 1) for the masks `spec` asks for.
     """
     _check_inputs(faces_a, faces_b, batch_size, seed)
-    pairs = _pair_dataset(faces_a, faces_b, spec, augment_cfg, seed)
+    pairs = _pair_dataset(faces_a, faces_b, spec, augment_cfg, seed, batch_size)
     return pairs.batch(batch_size, drop_remainder=True)
 
 
@@ -272,7 +316,7 @@ class TrainIterator(Iterator[Batch]):
         if num_processes < 0 or pre_fetch < 1:
             raise ValueError(f"need num_processes >= 0 and pre_fetch >= 1, got {num_processes}"
                              f" and {pre_fetch}")
-        self._pairs = _pair_dataset(faces_a, faces_b, spec, augment_cfg, seed)
+        self._pairs = _pair_dataset(faces_a, faces_b, spec, augment_cfg, seed, batch_size)
         self._batch_size = batch_size
         self._seed = seed
         self._num_processes = num_processes
