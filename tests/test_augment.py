@@ -114,6 +114,10 @@ def test_draw_ranges():
     assert 0.42 < np.mean([d.flip for d in draws]) < 0.58
     noise = np.stack([d.warp_noise for d in draws])
     assert abs(noise.std() - 5 / 256 * S) < 0.05  # sigma 1.25 px at 64
+    jitter = np.stack([d.landmark_noise for d in draws])  # warp-to-landmarks partner noise
+    assert abs(jitter.std() - 2 / 256 * S) < 0.01  # sigma 0.5 px at 64
+    partners = np.array([d.partner for d in draws])
+    assert partners.min() >= 0 and partners.max() < 1 and 0.45 < partners.mean() < 0.55
 
 
 def test_affine_matches_opencv_and_directions():
