@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fsjax.data import pipeline
+from fsjax.data import pairs
 from fsjax.data.demo import write_demo_faces
 from fsjax.data.faces import SampleSpec, load_sample, scan_folder
 from fsjax.tools.inspect_data import main, tile_size
@@ -76,7 +76,7 @@ def test_grid_layout_and_unaugmented_rows(faces, plain):
         grid = cv2.imread(str(out / f"samples_{side}.png"))
         assert grid.shape == (3 * TILE, 4 * TILE, 3)  # input/target/masks x (labels + 3 faces)
     grid = cv2.imread(str(out / "samples_a.png"))
-    first = pipeline.side_face_indices(0, 0, 25, np.array([0]))[0]  # the stream's first face
+    first = pairs.side_face_indices(0, 0, 25, np.array([0]))[0]  # the stream's first face
     expected = cv2.resize(data["a_images"][first], (TILE, TILE), interpolation=cv2.INTER_NEAREST)
     input_tile, target_tile = grid[:TILE, TILE:2 * TILE], grid[TILE:2 * TILE, TILE:2 * TILE]
     np.testing.assert_array_equal(target_tile, expected)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from fsjax.config import AugmentConfig
-from fsjax.data import landmark_warp, pipeline
+from fsjax.data import landmark_warp, pairs, pipeline
 from fsjax.data.faces import SampleSpec, load_sample, scan_folder
 
 S = 32
@@ -47,16 +47,16 @@ def test_batch_layout(faces):
 
 def test_each_side_sees_every_face_before_a_repeat():
     for num_faces in (5, 3, 1):
-        idx = pipeline.side_face_indices(7, 0, num_faces, np.arange(6 * num_faces))
+        idx = pairs.side_face_indices(7, 0, num_faces, np.arange(6 * num_faces))
         for block in idx.reshape(6, num_faces):
             assert sorted(block) == list(range(num_faces))
-    a = pipeline.side_face_indices(7, 0, 5, np.arange(40))
-    b = pipeline.side_face_indices(7, 1, 5, np.arange(40))
+    a = pairs.side_face_indices(7, 0, 5, np.arange(40))
+    b = pairs.side_face_indices(7, 1, 5, np.arange(40))
     assert not np.array_equal(a, b)  # sides walk their own permutations
-    assert not np.array_equal(a, pipeline.side_face_indices(8, 0, 5, np.arange(40)))
+    assert not np.array_equal(a, pairs.side_face_indices(8, 0, 5, np.arange(40)))
     assert len({tuple(block) for block in a.reshape(8, 5)}) > 1  # a new order every pass
     # any position can be asked for alone: a pure function of (seed, side, position)
-    np.testing.assert_array_equal(pipeline.side_face_indices(7, 0, 5, np.array([23, 4])),
+    np.testing.assert_array_equal(pairs.side_face_indices(7, 0, 5, np.array([23, 4])),
                                   a[[23, 4]])
 
 
@@ -76,7 +76,7 @@ def test_batches_follow_the_side_streams(faces):
                 seen[side].append(matches[0])
     for side_id, (side, n) in enumerate((("a", 4), ("b", 3))):
         np.testing.assert_array_equal(
-            seen[side], pipeline.side_face_indices(4, side_id, n, np.arange(12)))
+            seen[side], pairs.side_face_indices(4, side_id, n, np.arange(12)))
         for block in np.reshape(seen[side], (-1, n)):
             assert sorted(block) == list(range(n))
 
@@ -210,7 +210,7 @@ def test_warp_to_landmarks_warps_only_the_input_towards_a_near_face(faces, monke
                         lambda *a, **k: seen.append(k["faceswap_compat"]) or real_warp(*a, **k))
     pipeline.make_train_dataset(*faces, compat_spec, wtl, batch_size=2, seed=3)[0]
     assert seen == [True] * 4  # Faceswap's transposed field (landmark_warp tests its direction)
-    partners = pipeline.Partners.build(*faces, SPEC)
+    partners = pairs.Partners.build(*faces, SPEC)
     assert partners.nearest[0].shape == (4, 3)  # 4 faces a side: min(count) - 1 neighbours
     chosen = partners.landmarks_for(0, 2, 0.99)
     assert any(np.array_equal(chosen, partners.landmarks[1][j]) for j in partners.nearest[0][2])
@@ -221,8 +221,8 @@ def test_compat_batch_colour_reproduces_faceswaps_clahe_index_zero_quirk(faces):
     colour = AugmentConfig(zoom_amount=0, rotation_range=0, shift_range=0, flip_chance=0,
                            color_lightness=0, color_ab=0, no_warp=True)  # CLAHE chance 50 %
     spec = dataclasses.replace(SPEC, faceswap_compat=True)
-    augment = pipeline.AugmentPair(colour)
-    compat = pipeline.FaceswapBatchAugment(augment, seed=7, batch_size=1, size=S)
+    augment = pairs.AugmentPair(colour)
+    compat = pairs.FaceswapBatchAugment(augment, seed=7, batch_size=1, size=S)
     ds = pipeline.make_train_dataset(*faces, spec, colour, batch_size=1, seed=7)
     found = {"vetoed": 0, "kept": 0}
     for i in range(40):
