@@ -37,13 +37,46 @@ def _check_choice(option: str, value: object, allowed: tuple) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
+class DflSaeConfig:
+    """Faceswap's `[model.dfl_sae]` options (reference/models.md §2.6)."""
+
+    input_size: int = 128
+    """Input and largest output size (64..256, a multiple of 16)."""
+    architecture: Literal["df", "liae"] = "df"
+    """df: one decoder per side; liae: shared decoder, identity in the intermediates."""
+    autoencoder_dims: int = 0
+    """Bottleneck width (0: 512 for df, 256 for liae)."""
+    encoder_dims: int = 42
+    """Encoder width; the convs have 3x, 6x, 12x and 24x this many filters (21..85)."""
+    decoder_dims: int = 21
+    """Decoder width (10..85)."""
+    multiscale_decoder: bool = False
+    """Also output faces at 1/4 and 1/2 size, each trained against the resized target."""
+
+    def __post_init__(self) -> None:
+        _check_range("model.dfl_sae.input_size", self.input_size, 64, 256)
+        if self.input_size % 16:
+            raise ConfigError(f"model.dfl_sae.input_size={self.input_size} must be a multiple "
+                              "of 16")
+        _check_choice("model.dfl_sae.architecture", self.architecture, ("df", "liae"))
+        _check_range("model.dfl_sae.autoencoder_dims", self.autoencoder_dims, 0, 1024)
+        _check_range("model.dfl_sae.encoder_dims", self.encoder_dims, 21, 85)
+        _check_range("model.dfl_sae.decoder_dims", self.decoder_dims, 10, 85)
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Which Faceswap model plugin to train, and its locked options."""
 
     name: str = "original"
     """Faceswap model plugin (`-t/--trainer`)."""
+    output_size: int | None = None
+    """DFaker: output size, 128 or 256 (input is half of it). Unset: the plugin's default."""
     lowmem: bool = False
-    """Original: drop the 1024-filter encoder conv and halve the encoder dense width."""
+    """Original: drop the 1024-filter encoder conv and halve the dense width; DFL-H128: halve
+    the encoder dimension (512 -> 256)."""
+    dfl_sae: DflSaeConfig = DflSaeConfig()
+    """DFL-SAE's options."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Compute dtype of the layers; parameters, outputs and losses stay float32."""
 
@@ -51,6 +84,9 @@ class ModelConfig:
         from fsjax.models import MODELS  # local: models import jax, config must not
 
         _check_choice("model.name", self.name, tuple(MODELS))
+        if self.name == "dfaker" and self.output_size not in (None, 128, 256):
+            raise ConfigError(f"model.output_size={self.output_size!r} is not allowed for dfaker: "
+                              "choose 128 or 256")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -48,7 +48,7 @@ def time_step(config, batch_size: int, steps: int, log=print) -> tuple[float, fl
     repl = sharding.replicated(mesh)
     state = jax.jit(make_init_fn(model.module, tx, model.input_size), out_shardings=repl)(
         jax.random.key(0))
-    step = make_train_step(model.module, tx, config.loss, mesh)
+    step = make_train_step(model.module, tx, config.loss, mesh, model.input_size)
     spec = sample_spec(config, max((model.input_size,) + model.output_sizes))
     batch = sharding.to_global(fixed_batch(spec, batch_size), sharding.batch_sharded(mesh))
     key = jax.device_put(jax.random.key(1), repl)

@@ -10,7 +10,11 @@ from fsjax.train import parse_cli
 from fsjax.training.summary import count, param_tree
 
 EXPERIMENTS = sorted((pathlib.Path(__file__).resolve().parents[1] / "experiments").glob("*.py"))
-EXPECTED_PARAMS = {"original.py": 82_062_470, "original_lowmem.py": 60_565_126}
+EXPECTED_PARAMS = {"original.py": 82_062_470, "original_lowmem.py": 60_565_126,
+                   "lightweight.py": 51_066_374, "iae.py": 117_816_003,
+                   "dfl_h128.py": 107_716_102, "dfl_h128_lowmem.py": 48_244_102,
+                   "dfaker.py": 113_330_822, "dfaker_256.py": 258_046_598,
+                   "dfl_sae.py": 130_008_718, "dfl_sae_liae.py": 121_746_593}
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)

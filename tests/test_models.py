@@ -7,15 +7,28 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fsjax.config import ExperimentConfig, LossConfig, ModelConfig
+from fsjax.config import DflSaeConfig, ExperimentConfig, LossConfig, ModelConfig
+from fsjax.models import get_model_module
 from fsjax.models.original import build
 from fsjax.nn import blocks
 from fsjax.training.summary import param_tree
 
-VARIANTS = {
+VARIANTS = {  # manifest key: (model config, loss config, Faceswap's parameter count)
     "original": (ModelConfig(), LossConfig(), 82_062_470),
     "original_lowmem": (ModelConfig(lowmem=True), LossConfig(), 60_565_126),
     "original_learn_mask": (ModelConfig(), LossConfig(learn_mask=True), 94_455_560),
+    "lightweight": (ModelConfig(name="lightweight"), LossConfig(), 51_066_374),
+    "dfl_h128": (ModelConfig(name="dfl_h128"), LossConfig(), 107_716_102),
+    "dfl_h128_lowmem": (ModelConfig(name="dfl_h128", lowmem=True), LossConfig(), 48_244_102),
+    "iae": (ModelConfig(name="iae"), LossConfig(), 117_816_003),
+    "dfaker_128": (ModelConfig(name="dfaker"), LossConfig(), 113_330_822),
+    "dfl_sae_df": (ModelConfig(name="dfl_sae"), LossConfig(), 130_008_718),
+    "dfl_sae_liae": (ModelConfig(name="dfl_sae", dfl_sae=DflSaeConfig(architecture="liae")),
+                     LossConfig(), 121_746_593),
+    "dfl_sae_df_multiscale": (
+        ModelConfig(name="dfl_sae", dfl_sae=DflSaeConfig(multiscale_decoder=True)), LossConfig(),
+        130_122_130),
+    "dfaker_256": (ModelConfig(name="dfaker", output_size=256), LossConfig(), 258_046_598),
 }
 
 
@@ -33,9 +46,10 @@ def _flat(tree, prefix=""):
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_parameters_match_faceswap_manifest(variant, data_dir):
     model_cfg, loss_cfg, expected_total = VARIANTS[variant]
-    spec = build(ExperimentConfig(model=model_cfg, loss=loss_cfg))
+    config = ExperimentConfig(model=model_cfg, loss=loss_cfg)
+    spec = get_model_module(model_cfg.name).build(config)
     ours = _flat(param_tree(spec.module, spec.input_size))
-    manifest = json.loads((data_dir / "manifest_original.json").read_text())[variant]
+    manifest = json.loads((data_dir / "manifest_models.json").read_text())[variant]
     theirs = {
         f"{sub['name']}/{path}": tuple(shape)
         for sub in manifest["sub_models"]
@@ -114,3 +128,19 @@ def test_forward_shapes_and_compute_dtype():
         assert face.shape == (2, 64, 64, 3) and face.dtype == jnp.float32
         assert out[side]["mask"].shape == (2, 64, 64, 1)
         assert float(face.min()) >= 0 and float(face.max()) <= 1
+
+
+@pytest.mark.parametrize("name, size, out", [("lightweight", 64, 64), ("iae", 64, 64),
+                                             ("dfl_h128", 128, 128), ("dfaker", 64, 128)])
+def test_other_models_train_both_sides_and_swap(name, size, out):
+    """Outputs per side (face, learned mask) and the A->B swap path through side B's layers."""
+    config = ExperimentConfig(model=ModelConfig(name=name), loss=LossConfig(learn_mask=True))
+    spec = get_model_module(name).build(config)
+    assert (spec.input_size, spec.output_sizes) == (size, (out,))
+    x = jax.random.uniform(jax.random.key(1), (2, size, size, 3))
+    variables = jax.jit(spec.module.init)(jax.random.key(0), x, x)
+    y = jax.jit(spec.module.apply)(variables, x, x[::-1])
+    assert y["a"]["faces"][0].shape == (2, out, out, 3)
+    assert y["b"]["mask"].shape == (2, out, out, 1)
+    swap = spec.module.apply(variables, x[::-1], to_side="b", method="swap")
+    np.testing.assert_allclose(swap["faces"][0], y["b"]["faces"][0], atol=1e-6)

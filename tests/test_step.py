@@ -174,3 +174,31 @@ def test_multi_scale_outputs_get_area_resized_targets():
     _, terms = side_loss(shifted, {"target": target, "input": target}, cfg, "a")
     np.testing.assert_allclose(float(terms["face_A_0"]), 0.1, rtol=1e-5)
     assert float(terms["face_A_1"]) < 1e-6
+
+
+class _HalfSizeInput(nn.Module):
+    """Takes 32 px faces and returns 64 px ones, like DFaker's 64 -> 128."""
+
+    @nn.compact
+    def __call__(self, face_a, face_b):
+        assert face_a.shape[1:3] == (32, 32), face_a.shape  # checked while tracing
+        conv = blocks.Conv2D(3, 3, name="conv")
+        up = lambda x: jax.image.resize(x, (x.shape[0], 64, 64, 3), "nearest")  # noqa: E731
+        return {"a": {"faces": (jax.nn.sigmoid(conv(up(face_a))),)},
+                "b": {"faces": (jax.nn.sigmoid(conv(up(face_b))),)}}
+
+
+def test_input_is_area_resized_to_the_model_input_size():
+    from fsjax.config import LossConfig
+
+    module, tx = _HalfSizeInput(), optax.sgd(0.1)
+    cfg = LossConfig(loss_function="mae", loss_function_2="none", penalized_mask_loss=False)
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    init = make_init_fn(module, tx, 32)
+    state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
+    step = make_train_step(module, tx, cfg, mesh, input_size=32)
+    faces = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8)
+    batch = {s: {"input": faces, "target": faces} for s in "ab"}
+    key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
+    state, metrics = step(state, sharding.to_global(batch, sharding.batch_sharded(mesh)), key)
+    assert np.isfinite(float(metrics["total"])) and int(state.step) == 1

@@ -6,6 +6,7 @@ model was created with, so fsjax writes the same schema. Option names in `config
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pathlib
@@ -77,8 +78,12 @@ def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
         "ada_beta_2": opt.ada_beta_2,
         "ada_amsgrad": False,
     }
-    if config.model.name == "original":
+    if config.model.name in ("original", "dfl_h128"):  # the plugins with a `lowmem` option
         options["lowmem"] = config.model.lowmem
+    if config.model.name == "dfl_sae":
+        options.update(dataclasses.asdict(config.model.dfl_sae))
+    if config.model.name == "dfaker":
+        options["output_size"] = config.model.output_size or 128
     return options
 
 

@@ -4,6 +4,11 @@ import importlib
 from types import ModuleType
 
 MODELS: dict[str, str] = {
+    "dfaker": "fsjax.models.dfaker",
+    "dfl_h128": "fsjax.models.dfl_h128",
+    "dfl_sae": "fsjax.models.dfl_sae",
+    "iae": "fsjax.models.iae",
+    "lightweight": "fsjax.models.lightweight",
     "original": "fsjax.models.original",
 }
 

@@ -8,7 +8,6 @@ Faceswap's, so a parameter path reads `encoder/conv_128_0_conv2d/kernel` or
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -16,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from fsjax.config import ExperimentConfig
+from fsjax.models.common import ModelSpec
 from fsjax.nn import blocks
 
 INPUT_SIZE = 64
@@ -96,17 +96,6 @@ class Original(nn.Module):
         """Encodes `face` and decodes it as identity `to_side` (the A->B convert path uses "b")."""
         decoder = self.decoder_b if to_side == "b" else self.decoder_a
         return decoder(self.encoder(face))
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """What the training system needs to know about a built model."""
-
-    module: nn.Module
-    name: str
-    input_size: int
-    output_sizes: tuple[int, ...]
-    learn_mask: bool
 
 
 def build(config: ExperimentConfig) -> ModelSpec:

@@ -143,16 +143,17 @@ def conv2d_block(
     kernel_size: int = 5,
     strides: int = 2,
     relu_alpha: float = 0.1,
+    activation: str | None = "leakyrelu",
     kernel_init: Initializer = he_uniform,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
-    """Faceswap's `Conv2DBlock` with its defaults: conv (`{name}_conv2d`) then LeakyReLU(0.1)."""
+    """Faceswap's `Conv2DBlock`: conv (`{name}_conv2d`) then LeakyReLU(0.1), or no activation."""
     x = Conv2D(
         filters, kernel_size, strides, kernel_init=kernel_init, dtype=dtype,
         param_dtype=param_dtype, name=f"{name}_conv2d",
     )(x)
-    return nn.leaky_relu(x, relu_alpha)
+    return x if activation is None else nn.leaky_relu(x, relu_alpha)
 
 
 def conv2d_output(
@@ -179,15 +180,41 @@ def upscale_block(
     kernel_size: int = 3,
     scale: int = 2,
     relu_alpha: float = 0.1,
+    activation: str | None = "leakyrelu",
+    kernel_init: Initializer = he_uniform,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
     """Faceswap's sub-pixel `UpscaleBlock`: conv to filters*scale^2, LeakyReLU, pixel shuffle."""
     x = conv2d_block(
         x, filters * scale * scale, name=f"{name}_conv2d", kernel_size=kernel_size, strides=1,
-        relu_alpha=relu_alpha, dtype=dtype, param_dtype=param_dtype,
+        relu_alpha=relu_alpha, activation=activation, kernel_init=kernel_init, dtype=dtype,
+        param_dtype=param_dtype,
     )
     return pixel_shuffle(x, scale)
+
+
+residual_second_init = nn.initializers.variance_scaling(0.2, "fan_in", "uniform")
+"""Faceswap's ResidualBlock starts its second conv small, so each block begins near identity."""
+
+
+def residual_block(
+    x: jax.Array,
+    filters: int,
+    *,
+    name: str,
+    kernel_size: int = 3,
+    kernel_init: Initializer = he_uniform,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+) -> jax.Array:
+    """Faceswap's `ResidualBlock`: conv, LeakyReLU(0.2), conv, add the input, LeakyReLU(0.2)."""
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    y = Conv2D(filters, kernel_size, kernel_init=kernel_init, name=f"{name}_conv2d_0", **kw)(x)
+    y = nn.leaky_relu(y, 0.2)
+    y = Conv2D(filters, kernel_size, kernel_init=residual_second_init, name=f"{name}_conv2d_1",
+               **kw)(y)
+    return nn.leaky_relu(y + x, 0.2)
 
 
 def dense(

@@ -186,8 +186,8 @@ def train_and_evaluate(
                        (metas_a, metas_b, spec), mesh)
     remove_handlers = stop.install()
     try:
-        state = session.run(state, make_train_step(spec_model.module, tx, config.loss, mesh),
-                            train_key, stop)
+        step = make_train_step(spec_model.module, tx, config.loss, mesh, spec_model.input_size)
+        state = session.run(state, step, train_key, stop)
     finally:
         remove_handlers()
         session.close()

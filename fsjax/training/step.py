@@ -59,6 +59,7 @@ def train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
     loss_config: LossConfig,
+    input_size: int | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One optimizer step on a batch of both sides.
 
@@ -66,6 +67,8 @@ def train_step(
         state: parameters, optimizer state and step counter (donated).
         batch: `{"a": {"input", "target", "mask_*"}, "b": {...}}` uint8 arrays, batch-sharded.
         rng: the run's training key; this step's randomness is `fold_in(rng, state.step)`.
+        input_size: the model's input size, when smaller than the loader's process size (the
+            input is then area-resized, as Faceswap does before feeding the model).
 
     Returns:
         The new state and scalar metrics named as Faceswap logs them (`total`, `face_A`, ...).
@@ -73,10 +76,10 @@ def train_step(
     step_rng = jax.random.fold_in(rng, state.step)
 
     def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
-        outputs = model.apply(
-            {"params": params}, to_unit(batch["a"]["input"]), to_unit(batch["b"]["input"]),
-            rngs={"dropout": step_rng},
-        )
+        faces = [to_unit(batch[side]["input"]) for side in SIDES]
+        if input_size is not None:
+            faces = [area_resize(face, input_size, input_size) for face in faces]
+        outputs = model.apply({"params": params}, *faces, rngs={"dropout": step_rng})
         total = jnp.zeros((), jnp.float32)
         metrics: dict[str, jax.Array] = {}
         for side in SIDES:
@@ -100,11 +103,13 @@ def make_train_step(
     tx: optax.GradientTransformation,
     loss_config: LossConfig,
     mesh: Mesh,
+    input_size: int | None = None,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """Binds the static parts and jits once: state and rng replicated, batch split over `data`."""
     repl = sharding.replicated(mesh)
     return jax.jit(
-        functools.partial(train_step, model=model, tx=tx, loss_config=loss_config),
+        functools.partial(train_step, model=model, tx=tx, loss_config=loss_config,
+                          input_size=input_size),
         in_shardings=(repl, sharding.batch_sharded(mesh), repl),
         out_shardings=(repl, repl),
         donate_argnums=(0,),
