@@ -5,11 +5,11 @@
 
 import pathlib
 
-from fsjax.config import ExperimentConfig, ModelConfig, TrainConfig
+from fsjax.config import DfakerConfig, ExperimentConfig, ModelConfig, TrainConfig
 
 
 def get_config() -> ExperimentConfig:
     return ExperimentConfig(
-        model=ModelConfig(name="dfaker", output_size=256),
+        model=ModelConfig(name="dfaker", dfaker=DfakerConfig(output_size=256)),
         train=TrainConfig(model_dir=pathlib.Path("models/dfaker_256")),
     )

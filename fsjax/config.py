@@ -33,7 +33,19 @@ def _check_range(option: str, value: float, low: float, high: float) -> None:
 
 def _check_choice(option: str, value: object, allowed: tuple) -> None:
     if value not in allowed:
-        raise ConfigError(f"{option}={value!r} is not allowed: choose one of {', '.join(allowed)}")
+        raise ConfigError(f"{option}={value!r} is not allowed: choose one of "
+                          f"{', '.join(map(str, allowed))}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DfakerConfig:
+    """Faceswap's `[model.dfaker]` options (reference/models.md §2.4)."""
+
+    output_size: Literal[128, 256] = 128
+    """Output size, 128 or 256; the input is half of it."""
+
+    def __post_init__(self) -> None:
+        _check_choice("model.dfaker.output_size", self.output_size, (128, 256))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,11 +82,11 @@ class ModelConfig:
 
     name: str = "original"
     """Faceswap model plugin (`-t/--trainer`)."""
-    output_size: int | None = None
-    """DFaker: output size, 128 or 256 (input is half of it). Unset: the plugin's default."""
     lowmem: bool = False
     """Original: drop the 1024-filter encoder conv and halve the dense width; DFL-H128: halve
     the encoder dimension (512 -> 256)."""
+    dfaker: DfakerConfig = DfakerConfig()
+    """DFaker's options."""
     dfl_sae: DflSaeConfig = DflSaeConfig()
     """DFL-SAE's options."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -84,9 +96,6 @@ class ModelConfig:
         from fsjax.models import MODELS  # local: models import jax, config must not
 
         _check_choice("model.name", self.name, tuple(MODELS))
-        if self.name == "dfaker" and self.output_size not in (None, 128, 256):
-            raise ConfigError(f"model.output_size={self.output_size!r} is not allowed for dfaker: "
-                              "choose 128 or 256")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fsjax.config import DflSaeConfig, ExperimentConfig, LossConfig, ModelConfig
+from fsjax.config import DfakerConfig, DflSaeConfig, ExperimentConfig, LossConfig, ModelConfig
 from fsjax.models import get_model_module
 from fsjax.models.original import build
 from fsjax.nn import blocks
@@ -28,7 +28,8 @@ VARIANTS = {  # manifest key: (model config, loss config, Faceswap's parameter c
     "dfl_sae_df_multiscale": (
         ModelConfig(name="dfl_sae", dfl_sae=DflSaeConfig(multiscale_decoder=True)), LossConfig(),
         130_122_130),
-    "dfaker_256": (ModelConfig(name="dfaker", output_size=256), LossConfig(), 258_046_598),
+    "dfaker_256": (ModelConfig(name="dfaker", dfaker=DfakerConfig(output_size=256)), LossConfig(),
+                   258_046_598),
 }
 
 

@@ -83,7 +83,7 @@ def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
     if config.model.name == "dfl_sae":
         options.update(dataclasses.asdict(config.model.dfl_sae))
     if config.model.name == "dfaker":
-        options["output_size"] = config.model.output_size or 128
+        options.update(dataclasses.asdict(config.model.dfaker))
     return options
 
 

@@ -54,7 +54,7 @@ def build(config: ExperimentConfig) -> ModelSpec:
     """Builds DFaker with Faceswap's layer names (counters shared across sub-models)."""
     kw = dict(dtype=jnp.dtype(config.model.dtype), param_dtype=jnp.float32)
     learn_mask = config.loss.learn_mask
-    output_size = config.model.output_size or 128  # 128 or 256, checked by ModelConfig
+    output_size = config.model.dfaker.output_size
     names = blocks.Namer()
     encoder = ConvEncoder(
         convs=tuple((names(f"conv_{f}"), f) for f in (128, 256, 512, 1024)),
