@@ -84,7 +84,7 @@ class ModelConfig:
     """Faceswap model plugin (`-t/--trainer`)."""
     lowmem: bool = False
     """Original: drop the 1024-filter encoder conv and halve the dense width; DFL-H128: halve
-    the encoder dimension (512 -> 256)."""
+    the encoder dimension (512 -> 256); Villain: 8 residual blocks, no 1024 separable conv."""
     dfaker: DfakerConfig = DfakerConfig()
     """DFaker's options."""
     dfl_sae: DflSaeConfig = DflSaeConfig()

@@ -14,7 +14,8 @@ EXPECTED_PARAMS = {"original.py": 82_062_470, "original_lowmem.py": 60_565_126,
                    "lightweight.py": 51_066_374, "iae.py": 117_816_003,
                    "dfl_h128.py": 107_716_102, "dfl_h128_lowmem.py": 48_244_102,
                    "dfaker.py": 113_330_822, "dfaker_256.py": 258_046_598,
-                   "dfl_sae.py": 130_008_718, "dfl_sae_liae.py": 121_746_593}
+                   "dfl_sae.py": 130_008_718, "dfl_sae_liae.py": 121_746_593,
+                   "villain.py": 155_115_014, "villain_lowmem.py": 118_660_614}
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)

@@ -23,6 +23,8 @@ VARIANTS = {  # manifest key: (model config, loss config, Faceswap's parameter c
     "iae": (ModelConfig(name="iae"), LossConfig(), 117_816_003),
     "dfaker_128": (ModelConfig(name="dfaker"), LossConfig(), 113_330_822),
     "dfl_sae_df": (ModelConfig(name="dfl_sae"), LossConfig(), 130_008_718),
+    "villain": (ModelConfig(name="villain"), LossConfig(), 155_115_014),
+    "villain_lowmem": (ModelConfig(name="villain", lowmem=True), LossConfig(), 118_660_614),
     "dfl_sae_liae": (ModelConfig(name="dfl_sae", dfl_sae=DflSaeConfig(architecture="liae")),
                      LossConfig(), 121_746_593),
     "dfl_sae_df_multiscale": (
@@ -145,3 +147,19 @@ def test_other_models_train_both_sides_and_swap(name, size, out):
     assert y["b"]["mask"].shape == (2, out, out, 1)
     swap = spec.module.apply(variables, x[::-1], to_side="b", method="swap")
     np.testing.assert_allclose(swap["faces"][0], y["b"]["faces"][0], atol=1e-6)
+
+
+def test_separable_conv_equals_depthwise_then_pointwise():
+    layer = blocks.SeparableConv2D(5, 3, 2)
+    x = jax.random.normal(jax.random.key(4), (2, 8, 8, 4))
+    params = layer.init(jax.random.key(5), x)["params"]
+    got = layer.apply({"params": params}, x)
+    dw, pw = np.asarray(params["depthwise_kernel"]), np.asarray(params["pointwise_kernel"])
+    padded = np.pad(np.asarray(x), ((0, 0), (0, 1), (0, 1), (0, 0)))  # SAME, stride 2, k 3
+    expected = np.zeros((2, 4, 4, 5), np.float32)
+    for i in range(4):
+        for j in range(4):
+            patch = padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3, :]  # (n, 3, 3, c)
+            depth = (patch * dw[..., 0]).sum(axis=(1, 2))  # per channel
+            expected[:, i, j] = depth @ pw[0, 0] + np.asarray(params["bias"])
+    np.testing.assert_allclose(got, expected, atol=1e-5)

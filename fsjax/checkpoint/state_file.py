@@ -78,7 +78,7 @@ def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
         "ada_beta_2": opt.ada_beta_2,
         "ada_amsgrad": False,
     }
-    if config.model.name in ("original", "dfl_h128"):  # the plugins with a `lowmem` option
+    if config.model.name in ("original", "dfl_h128", "villain"):  # plugins with `lowmem`
         options["lowmem"] = config.model.lowmem
     if config.model.name == "dfl_sae":
         options.update(dataclasses.asdict(config.model.dfl_sae))

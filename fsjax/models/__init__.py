@@ -10,6 +10,7 @@ MODELS: dict[str, str] = {
     "iae": "fsjax.models.iae",
     "lightweight": "fsjax.models.lightweight",
     "original": "fsjax.models.original",
+    "villain": "fsjax.models.villain",
 }
 
 

@@ -229,3 +229,40 @@ def dense(
     return nn.Dense(
         features, kernel_init=glorot_uniform, dtype=dtype, param_dtype=param_dtype, name=name
     )(x)
+
+
+class SeparableConv2D(nn.Module):
+    """A Keras SeparableConv2D: `depthwise_kernel` (k, k, in, 1), `pointwise_kernel` (1, 1, in,
+    out) and `bias` (out,), SAME padding."""
+
+    filters: int
+    kernel_size: int = 5
+    strides: int = 2
+    kernel_init: Initializer = he_uniform
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k, cin = self.kernel_size, x.shape[-1]
+        depthwise = self.param("depthwise_kernel", self.kernel_init, (k, k, cin, 1),
+                               self.param_dtype)
+        pointwise = self.param("pointwise_kernel", self.kernel_init, (1, 1, cin, self.filters),
+                               self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.filters,), self.param_dtype)
+        x = x.astype(self.dtype)
+        y = jax.lax.conv_general_dilated(
+            x, depthwise.reshape(k, k, 1, cin).astype(self.dtype), (self.strides,) * 2, "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=cin)
+        y = y @ pointwise.reshape(cin, self.filters).astype(self.dtype)
+        return y + bias.astype(self.dtype)
+
+
+def separable_conv2d_block(x: jax.Array, filters: int, *, name: str, kernel_size: int = 5,
+                           strides: int = 2, kernel_init: Initializer = he_uniform,
+                           dtype: Dtype = jnp.float32,
+                           param_dtype: Dtype = jnp.float32) -> jax.Array:
+    """Faceswap's `SeparableConv2DBlock`: separable conv (`{name}_seperableconv2d`, sic), ReLU."""
+    x = SeparableConv2D(filters, kernel_size, strides, kernel_init=kernel_init, dtype=dtype,
+                        param_dtype=param_dtype, name=f"{name}_seperableconv2d")(x)
+    return jax.nn.relu(x)

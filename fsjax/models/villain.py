@@ -1,0 +1,108 @@
+"""Faceswap's Villain model (`plugins/train/model/villain.py`, reference/models.md §2.7).
+
+A heavy 128 px model: a residual stem (16 blocks, 8 with `lowmem`) added back onto the first
+conv, three conv + pixel-shuffle steps, separable convs down to 4x4, a wide dense bottleneck, and
+decoders of (un-activated upscale, LeakyReLU 0.2, residual) stages. Encoder layers, the first conv
+of residual blocks and the face upscales start from N(0, 0.02), as Faceswap initialises them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fsjax.config import ExperimentConfig
+from fsjax.models.common import Layers, ModelSpec, SharedEncoder, upscales
+from fsjax.nn import blocks
+
+INPUT_SIZE = 128
+OUTPUT_SIZES = (128,)
+INIT = nn.initializers.normal(0.02)
+
+
+class Encoder(nn.Module):
+    """128x128x3 face -> 16x16x512 code."""
+
+    names: tuple[str, ...]  # conv_128 x4, residuals, separable 256, conv_512, [separable 1024],
+    lowmem: bool = False    # upscale_512, in build order
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kw = dict(kernel_init=INIT, dtype=self.dtype, param_dtype=self.param_dtype)
+        names = iter(self.names)
+        stem = blocks.conv2d_block(x, 128, name=next(names), activation=None, **kw)
+        x = nn.leaky_relu(stem, 0.2)
+        for _ in range(8 if self.lowmem else 16):
+            x = blocks.residual_block(x, 128, name=next(names), **kw)
+        x = x + nn.leaky_relu(stem, 0.1)
+        for _ in range(2):
+            x = blocks.pixel_shuffle(blocks.conv2d_block(x, 128, name=next(names), **kw))
+        x = blocks.conv2d_block(x, 128, name=next(names), **kw)
+        x = blocks.separable_conv2d_block(x, 256, name=next(names), **kw)
+        x = blocks.conv2d_block(x, 512, name=next(names), **kw)
+        if not self.lowmem:
+            x = blocks.separable_conv2d_block(x, 1024, name=next(names), **kw)
+        x = x.reshape(x.shape[0], -1)
+        x = nn.Dense(512 if self.lowmem else 1024, kernel_init=INIT, dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="dense")(x)
+        x = nn.Dense(8 * 8 * 1024, kernel_init=INIT, dtype=self.dtype,
+                     param_dtype=self.param_dtype, name="dense_1")(x)
+        x = x.reshape(x.shape[0], 8, 8, 1024)
+        return blocks.upscale_block(x, 512, name=next(names), **kw)
+
+
+class Decoder(nn.Module):
+    """(upscale without activation, LeakyReLU 0.2, residual) x3, then the face output."""
+
+    stages: tuple[tuple[str, str, int], ...]
+    face_out: str
+    mask: Layers = ()
+    mask_out: str | None = None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> dict[str, Any]:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        face = x
+        for up, res, filters in self.stages:
+            face = blocks.upscale_block(face, filters, name=up, activation=None,
+                                        kernel_init=INIT, **kw)
+            face = blocks.residual_block(nn.leaky_relu(face, 0.2), filters, name=res,
+                                         kernel_init=INIT, **kw)
+        out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, **kw),)}
+        if self.mask_out is not None:
+            mask = x
+            for name, filters in self.mask:
+                mask = blocks.upscale_block(mask, filters, name=name, **kw)
+            out["mask"] = blocks.conv2d_output(mask, 1, 5, name=self.mask_out, **kw)
+        return out
+
+
+def build(config: ExperimentConfig) -> ModelSpec:
+    """Builds Villain with Faceswap's layer names (counters shared across sub-models)."""
+    kw = dict(dtype=jnp.dtype(config.model.dtype), param_dtype=jnp.float32)
+    lowmem, learn_mask = config.model.lowmem, config.loss.learn_mask
+    names = blocks.Namer()
+    encoder_names = [names("conv_128")]
+    encoder_names += [names("residual_128") for _ in range(8 if lowmem else 16)]
+    encoder_names += [names("conv_128") for _ in range(3)]
+    encoder_names += [names("separableconv2d_256"), names("conv_512")]
+    encoder_names += [] if lowmem else [names("separableconv2d_1024")]
+    encoder_names += [names("upscale_512")]
+    encoder = Encoder(tuple(encoder_names), lowmem, **kw)
+    decoders = []
+    for side in "ab":
+        stages = tuple((names(f"upscale_{f}"), names(f"residual_{f}"), f) for f in (512, 256, 128))
+        fields: dict[str, Any] = {"stages": stages, "face_out": names(f"face_out_{side}")}
+        if learn_mask:
+            fields["mask"] = upscales(names, (512, 256, 128))
+            fields["mask_out"] = names(f"mask_out_{side}")
+        decoders.append(Decoder(**fields, **kw))
+    return ModelSpec(SharedEncoder(encoder, *decoders), "villain", INPUT_SIZE, OUTPUT_SIZES,
+                     learn_mask)
