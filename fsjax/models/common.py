@@ -31,6 +31,14 @@ class ModelSpec:
     learn_mask: bool
 
 
+def learned_mask(x: jax.Array, layers: Layers, out_name: str, **kw: Any) -> jax.Array:
+    """The learn_mask branch every decoder adds: UpscaleBlocks from the decoder's input, then a
+    1-channel sigmoid output."""
+    for name, filters in layers:
+        x = blocks.upscale_block(x, filters, name=name, **kw)
+    return blocks.conv2d_output(x, 1, 5, name=out_name, **kw)
+
+
 class ConvEncoder(nn.Module):
     """Conv2DBlocks, Flatten, then optionally Dense, Dense + Reshape and UpscaleBlocks."""
 
@@ -89,10 +97,7 @@ class UpscaleDecoder(nn.Module):
             face = blocks.upscale_block(face, filters, name=name, **kw)
         out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, **kw),)}
         if self.mask_out is not None:
-            mask = x
-            for name, filters in self.mask:
-                mask = blocks.upscale_block(mask, filters, name=name, **kw)
-            out["mask"] = blocks.conv2d_output(mask, 1, 5, name=self.mask_out, **kw)
+            out["mask"] = learned_mask(x, self.mask, self.mask_out, **kw)
         return out
 
 

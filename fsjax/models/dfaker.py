@@ -14,7 +14,14 @@ import jax
 import jax.numpy as jnp
 
 from fsjax.config import ExperimentConfig
-from fsjax.models.common import ConvEncoder, Layers, ModelSpec, SharedEncoder, upscales
+from fsjax.models.common import (
+    ConvEncoder,
+    Layers,
+    ModelSpec,
+    SharedEncoder,
+    learned_mask,
+    upscales,
+)
 from fsjax.nn import blocks
 
 RESIDUAL_INIT = nn.initializers.normal(0.02)
@@ -43,10 +50,7 @@ class Decoder(nn.Module):
         face = blocks.upscale_block(face, self.last[1], name=self.last[0], **kw)
         out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, **kw),)}
         if self.mask_out is not None:
-            mask = x
-            for name, filters in self.mask:
-                mask = blocks.upscale_block(mask, filters, name=name, **kw)
-            out["mask"] = blocks.conv2d_output(mask, 1, 5, name=self.mask_out, **kw)
+            out["mask"] = learned_mask(x, self.mask, self.mask_out, **kw)
         return out
 
 

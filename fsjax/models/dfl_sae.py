@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from fsjax.config import ExperimentConfig
-from fsjax.models.common import ConvEncoder, Layers, ModelSpec, upscales
+from fsjax.models.common import ConvEncoder, Layers, ModelSpec, learned_mask, upscales
 from fsjax.nn import blocks
 
 
@@ -62,10 +62,7 @@ class Decoder(nn.Module):
                 faces.append(blocks.conv2d_output(face, 3, 5, name=out_name, **kw))
         out: dict[str, Any] = {"faces": tuple(faces)}
         if self.mask_out is not None:
-            mask = x
-            for name, filters in self.mask:
-                mask = blocks.upscale_block(mask, filters, name=name, **kw)
-            out["mask"] = blocks.conv2d_output(mask, 1, 5, name=self.mask_out, **kw)
+            out["mask"] = learned_mask(x, self.mask, self.mask_out, **kw)
         return out
 
 
