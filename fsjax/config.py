@@ -91,6 +91,12 @@ class ModelConfig:
     """DFL-SAE's options."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Compute dtype of the layers; parameters, outputs and losses stay float32."""
+    icnr_init: bool = False
+    """Start every upscale conv with ICNR (sub-pixels identical: no checkerboard at first)."""
+    conv_aware_init: bool = False
+    """Start every conv with Convolution-Aware initialization (slower to create)."""
+    reflect_padding: bool = False
+    """Pad convolutions by reflecting the image instead of with zeros (fewer edge artefacts)."""
 
     def __post_init__(self) -> None:
         from fsjax.models import MODELS  # local: models import jax, config must not

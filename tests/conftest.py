@@ -20,3 +20,46 @@ DATA = pathlib.Path(__file__).parent / "data"
 def data_dir() -> pathlib.Path:
     """Folder of the small fixture files copied from ../shared/fixtures."""
     return DATA
+
+
+def _flat(tree, prefix=""):
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, path + "/"))
+        else:
+            out[path] = tuple(value.shape)
+    return out
+
+
+@pytest.fixture(scope="session")
+def check_manifest():
+    """`check_manifest(variant, config)`: builds the model of `config` (shapes only) and asserts
+    that every sub-model, layer and weight shape equals Faceswap's manifest entry `variant`.
+    Returns the total weight count."""
+    import json
+
+    import numpy as np
+
+    from fsjax.models import get_model_module
+    from fsjax.training.summary import param_tree
+
+    manifest = json.loads((DATA / "manifest_models.json").read_text())
+
+    def check(variant, config):
+        spec = get_model_module(config.model.name).build(config)
+        ours = _flat(param_tree(spec.module, spec.input_size))
+        entry = manifest[variant]
+        theirs = {f"{sub['name']}/{path}": tuple(shape)
+                  for sub in entry["sub_models"] for path, shape in sub["weights"]}
+        missing = sorted(set(theirs) - set(ours))
+        extra = sorted(set(ours) - set(theirs))
+        assert not missing and not extra, f"missing {missing[:10]}, extra {extra[:10]}"
+        wrong = {k: (ours[k], theirs[k]) for k in ours if ours[k] != theirs[k]}
+        assert not wrong, f"shapes differ (ours, Faceswap's): {wrong}"
+        total = sum(int(np.prod(s)) for s in ours.values())
+        assert total == entry["total_params"]
+        return total
+
+    return check

@@ -1,6 +1,5 @@
 """Original model: Faceswap's parameter names, shapes and counts; the blocks' numerics."""
 
-import json
 
 import jax
 import jax.numpy as jnp
@@ -10,8 +9,7 @@ import pytest
 from fsjax.config import DfakerConfig, DflSaeConfig, ExperimentConfig, LossConfig, ModelConfig
 from fsjax.models import get_model_module
 from fsjax.models.original import build
-from fsjax.nn import blocks
-from fsjax.training.summary import param_tree
+from fsjax.nn import blocks, conv
 
 VARIANTS = {  # manifest key: (model config, loss config, Faceswap's parameter count)
     "original": (ModelConfig(), LossConfig(), 82_062_470),
@@ -35,31 +33,11 @@ VARIANTS = {  # manifest key: (model config, loss config, Faceswap's parameter c
 }
 
 
-def _flat(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, path + "/"))
-        else:
-            out[path] = tuple(value.shape)
-    return out
-
-
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
-def test_parameters_match_faceswap_manifest(variant, data_dir):
+def test_parameters_match_faceswap_manifest(variant, check_manifest):
     model_cfg, loss_cfg, expected_total = VARIANTS[variant]
     config = ExperimentConfig(model=model_cfg, loss=loss_cfg)
-    spec = get_model_module(model_cfg.name).build(config)
-    ours = _flat(param_tree(spec.module, spec.input_size))
-    manifest = json.loads((data_dir / "manifest_models.json").read_text())[variant]
-    theirs = {
-        f"{sub['name']}/{path}": tuple(shape)
-        for sub in manifest["sub_models"]
-        for path, shape in sub["weights"]
-    }
-    assert ours == theirs
-    assert sum(int(np.prod(s)) for s in ours.values()) == expected_total == manifest["total_params"]
+    assert check_manifest(variant, config) == expected_total
 
 
 def test_pixel_shuffle_uses_tensorflow_depth_to_space_order():
@@ -81,7 +59,7 @@ def test_fast_conv_paths_equal_xla_convolution(size, kernel_size, strides):
     kernel = jax.random.normal(kk, (kernel_size, kernel_size, 6, 7))
 
     def fast(x, k):
-        return blocks._conv2d(x, k, strides, "SAME")
+        return conv._conv2d(x, k, strides, "SAME")
 
     def plain(x, k):
         return jax.lax.conv_general_dilated(x, k, (strides, strides), "SAME",

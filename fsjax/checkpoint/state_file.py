@@ -25,6 +25,9 @@ CHANGEABLE = (
 )
 
 
+LOWMEM_PLUGINS = ("original", "dfl_h128", "villain", "unbalanced")
+
+
 class ModelFolderError(ValueError):
     """The model folder cannot be used (another model type, an unreadable state file)."""
 
@@ -40,12 +43,12 @@ def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
         "centering": config.data.centering,
         "coverage": config.data.coverage,
         "vertical_offset": config.data.vertical_offset,
-        "icnr_init": False,
-        "conv_aware_init": False,
+        "icnr_init": config.model.icnr_init,
+        "conv_aware_init": config.model.conv_aware_init,
         "lr_finder_iterations": 1000,
         "lr_finder_mode": "set",
         "lr_finder_strength": "default",
-        "reflect_padding": False,
+        "reflect_padding": config.model.reflect_padding,
         "mixed_precision": config.model.dtype != "float32",
         "nan_protection": True,
         "convert_batchsize": 16,
@@ -78,12 +81,11 @@ def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
         "ada_beta_2": opt.ada_beta_2,
         "ada_amsgrad": False,
     }
-    if config.model.name in ("original", "dfl_h128", "villain"):  # plugins with `lowmem`
+    if config.model.name in LOWMEM_PLUGINS:
         options["lowmem"] = config.model.lowmem
-    if config.model.name == "dfl_sae":
-        options.update(dataclasses.asdict(config.model.dfl_sae))
-    if config.model.name == "dfaker":
-        options.update(dataclasses.asdict(config.model.dfaker))
+    plugin = getattr(config.model, config.model.name, None)  # the plugin's own options, if any
+    if dataclasses.is_dataclass(plugin):
+        options.update(dataclasses.asdict(plugin))
     return options
 
 

@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fsjax.config import ExperimentConfig
 from fsjax.nn import blocks
 
 Layers = tuple[tuple[str, int], ...]
@@ -29,6 +30,15 @@ class ModelSpec:
     input_size: int
     output_sizes: tuple[int, ...]
     learn_mask: bool
+
+
+def model_kwargs(config: ExperimentConfig) -> dict[str, Any]:
+    """What every sub-model takes from the config: compute dtype (parameters stay float32) and
+    Faceswap's build switches."""
+    m = config.model
+    return dict(dtype=jnp.dtype(m.dtype), param_dtype=jnp.float32,
+                opts=blocks.BlockOptions(icnr_init=m.icnr_init, conv_aware_init=m.conv_aware_init,
+                                         reflect_padding=m.reflect_padding))
 
 
 def learned_mask(x: jax.Array, layers: Layers, out_name: str, **kw: Any) -> jax.Array:
@@ -48,10 +58,11 @@ class ConvEncoder(nn.Module):
     upscales: Layers = ()
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
         for name, filters in self.convs:
             x = blocks.conv2d_block(x, filters, name=name, **kw)
         x = x.reshape(x.shape[0], -1)  # Keras Flatten: row-major over (H, W, C)
@@ -71,6 +82,7 @@ class DenseIntermediate(nn.Module):
     reshape: tuple[int, int, int]
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -88,10 +100,11 @@ class UpscaleDecoder(nn.Module):
     mask_out: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
         face = x
         for name, filters in self.face:
             face = blocks.upscale_block(face, filters, name=name, **kw)

@@ -20,6 +20,7 @@ from fsjax.models.common import (
     ModelSpec,
     SharedEncoder,
     learned_mask,
+    model_kwargs,
     upscales,
 )
 from fsjax.nn import blocks
@@ -37,10 +38,11 @@ class Decoder(nn.Module):
     mask_out: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
         face = x
         for up_name, res_name, filters in self.stages:
             face = blocks.upscale_block(face, filters, name=up_name, activation=None, **kw)
@@ -56,7 +58,7 @@ class Decoder(nn.Module):
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds DFaker with Faceswap's layer names (counters shared across sub-models)."""
-    kw = dict(dtype=jnp.dtype(config.model.dtype), param_dtype=jnp.float32)
+    kw = model_kwargs(config)
     learn_mask = config.loss.learn_mask
     output_size = config.model.dfaker.output_size
     names = blocks.Namer()

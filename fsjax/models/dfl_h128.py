@@ -6,8 +6,6 @@ DeepFaceLab's H128: four convs down to 8x8x1024, a dense bottleneck of E = 512 (
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from fsjax.config import ExperimentConfig
 from fsjax.models.common import (
     ConvEncoder,
@@ -15,6 +13,7 @@ from fsjax.models.common import (
     SharedEncoder,
     UpscaleDecoder,
     decoder_layers,
+    model_kwargs,
     upscales,
 )
 from fsjax.nn import blocks
@@ -25,7 +24,7 @@ OUTPUT_SIZES = (128,)
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds DFL-H128 with Faceswap's layer names (counters shared across sub-models)."""
-    kw = dict(dtype=jnp.dtype(config.model.dtype), param_dtype=jnp.float32)
+    kw = model_kwargs(config)
     learn_mask = config.loss.learn_mask
     dim = 256 if config.model.lowmem else 512
     names = blocks.Namer()

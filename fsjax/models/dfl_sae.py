@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from fsjax.config import ExperimentConfig
-from fsjax.models.common import ConvEncoder, Layers, ModelSpec, learned_mask, upscales
+from fsjax.models.common import ConvEncoder, Layers, ModelSpec, learned_mask, model_kwargs, upscales
 from fsjax.nn import blocks
 
 
@@ -29,10 +29,11 @@ class Intermediate(nn.Module):
     upscale: tuple[str, int]
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
         for name, units in self.dense:
             x = blocks.dense(x, units, name=name, **kw)
         x = x.reshape(x.shape[0], *self.reshape)
@@ -48,10 +49,11 @@ class Decoder(nn.Module):
     mask_out: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
         face, faces = x, []
         for (up, res_1, res_2, filters), out_name in zip(self.stages, self.outputs, strict=True):
             face = nn.leaky_relu(blocks.upscale_block(face, filters, name=up, activation=None,
@@ -121,7 +123,7 @@ def _decoder(names: blocks.Namer, side: str, d_d: int, mask_dims: int, multiscal
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds DFL-SAE with Faceswap's layer names (counters shared across sub-models)."""
-    kw = dict(dtype=jnp.dtype(config.model.dtype), param_dtype=jnp.float32)
+    kw = model_kwargs(config)
     opts, learn_mask = config.model.dfl_sae, config.loss.learn_mask
     size, liae = opts.input_size, opts.architecture == "liae"
     d_e, d_d = 3 * opts.encoder_dims, 3 * opts.decoder_dims

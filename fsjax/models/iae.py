@@ -22,6 +22,7 @@ from fsjax.models.common import (
     ModelSpec,
     UpscaleDecoder,
     decoder_layers,
+    model_kwargs,
 )
 from fsjax.nn import blocks
 
@@ -54,7 +55,7 @@ class IAE(nn.Module):
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds IAE with Faceswap's layer names."""
-    kw = dict(dtype=jnp.dtype(config.model.dtype), param_dtype=jnp.float32)
+    kw = model_kwargs(config)
     learn_mask = config.loss.learn_mask
     names = blocks.Namer()
     encoder = ConvEncoder(convs=tuple((names(f"conv_{f}"), f) for f in (128, 256, 512, 1024)),

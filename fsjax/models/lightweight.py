@@ -6,8 +6,6 @@ and a 4x4x512 code upscaled once, and decoders of 512/256/128 upscales. 64x64 in
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from fsjax.config import ExperimentConfig
 from fsjax.models.common import (
     ConvEncoder,
@@ -15,6 +13,7 @@ from fsjax.models.common import (
     SharedEncoder,
     UpscaleDecoder,
     decoder_layers,
+    model_kwargs,
     upscales,
 )
 from fsjax.nn import blocks
@@ -25,7 +24,7 @@ OUTPUT_SIZES = (64,)
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds Lightweight with Faceswap's layer names (counters shared across sub-models)."""
-    kw = dict(dtype=jnp.dtype(config.model.dtype), param_dtype=jnp.float32)
+    kw = model_kwargs(config)
     learn_mask = config.loss.learn_mask
     names = blocks.Namer()
     encoder = ConvEncoder(

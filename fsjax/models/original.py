@@ -8,8 +8,6 @@ Faceswap's, so a parameter path reads `encoder/conv_128_0_conv2d/kernel` or
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-
 from fsjax.config import ExperimentConfig
 from fsjax.models.common import (
     ConvEncoder,
@@ -17,6 +15,7 @@ from fsjax.models.common import (
     SharedEncoder,
     UpscaleDecoder,
     decoder_layers,
+    model_kwargs,
     upscales,
 )
 from fsjax.nn import blocks
@@ -27,7 +26,7 @@ OUTPUT_SIZES = (64,)
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds Original with Faceswap's layer names (counters shared across sub-models)."""
-    kw = dict(dtype=jnp.dtype(config.model.dtype), param_dtype=jnp.float32)
+    kw = model_kwargs(config)
     lowmem, learn_mask = config.model.lowmem, config.loss.learn_mask
     names = blocks.Namer()
     encoder = ConvEncoder(

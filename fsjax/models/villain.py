@@ -15,7 +15,14 @@ import jax
 import jax.numpy as jnp
 
 from fsjax.config import ExperimentConfig
-from fsjax.models.common import Layers, ModelSpec, SharedEncoder, learned_mask, upscales
+from fsjax.models.common import (
+    Layers,
+    ModelSpec,
+    SharedEncoder,
+    learned_mask,
+    model_kwargs,
+    upscales,
+)
 from fsjax.nn import blocks
 
 INPUT_SIZE = 128
@@ -30,10 +37,12 @@ class Encoder(nn.Module):
     lowmem: bool = False    # upscale_512, in build order
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(kernel_init=INIT, dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(kernel_init=INIT, dtype=self.dtype, param_dtype=self.param_dtype,
+                  opts=self.opts)
         names = iter(self.names)
         stem = blocks.conv2d_block(x, 128, name=next(names), activation=None, **kw)
         x = nn.leaky_relu(stem, 0.2)
@@ -65,10 +74,11 @@ class Decoder(nn.Module):
     mask_out: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
         face = x
         for up, res, filters in self.stages:
             face = blocks.upscale_block(face, filters, name=up, activation=None,
@@ -83,7 +93,7 @@ class Decoder(nn.Module):
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds Villain with Faceswap's layer names (counters shared across sub-models)."""
-    kw = dict(dtype=jnp.dtype(config.model.dtype), param_dtype=jnp.float32)
+    kw = model_kwargs(config)
     lowmem, learn_mask = config.model.lowmem, config.loss.learn_mask
     names = blocks.Namer()
     encoder_names = [names("conv_128")]

@@ -5,26 +5,41 @@ adds the layers `conv_128_0_conv2d` and `conv_128_0_leakyrelu` directly to its s
 the same flat parameter names (`encoder/conv_128_0_conv2d/kernel`), the blocks here are functions
 called inside a parent's `@nn.compact` method; only layers that own parameters are Linen modules.
 Layer names are always passed in explicitly (see `Namer`) instead of coming from Faceswap's
-process-wide counter.
+process-wide counter. Every block takes `opts` (`BlockOptions`: Faceswap's icnr_init,
+conv_aware_init and reflect_padding switches) and applies it where Faceswap does.
+
+Randomness during training (dropout, Gaussian noise) draws from the `dropout` PRNG stream; when
+the caller gives none (init, previews, conversion) those layers are the identity, like Keras
+layers called with `training=False`.
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Dtype = Any
-Initializer = Callable[..., jax.Array]
+from fsjax.nn.conv import (  # noqa: F401  (re-exported: the layers blocks are made of)
+    Conv2D,
+    Conv2DTranspose,
+    DepthwiseConv2D,
+    SeparableConv2D,
+    reflection_pad,
+)
+from fsjax.nn.initializers import (  # noqa: F401
+    BlockOptions,
+    Initializer,
+    glorot_uniform,
+    he_uniform,
+    residual_second_init,
+)
+from fsjax.nn.normalization import BatchNormalization, InstanceNormalization
 
-he_uniform = nn.initializers.variance_scaling(2.0, "fan_in", "uniform")
-"""Faceswap's default kernel initializer for its Conv2D wrappers (models.md §1.2)."""
-glorot_uniform = nn.initializers.xavier_uniform()
-"""Keras' default for plain Dense/Conv2D layers created outside the wrappers."""
+Dtype = Any
+DEFAULT_OPTIONS = BlockOptions()
 
 
 class Namer:
@@ -54,85 +69,43 @@ def pixel_shuffle(x: jax.Array, scale: int = 2) -> jax.Array:
     return x.reshape(n, h * scale, w * scale, oc)
 
 
-def _conv_as_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """VALID stride-1 convolution as one matrix product over gathered patches (im2col).
 
-    On XLA:CPU the backward passes of convolutions over small images (4x4 to 32x32) run far below
-    the speed of a plain matrix product; gathering the kh*kw shifted views is cheap at these sizes
-    and its gradient is a sum of shifted adds.
-    """
-    kh, kw, cin, cout = kernel.shape
-    n, h, w, _ = x.shape
-    oh, ow = h - kh + 1, w - kw + 1
-    patches = jnp.concatenate(
-        [x[:, i:i + oh, j:j + ow, :] for i in range(kh) for j in range(kw)], axis=-1
-    )
-    out = patches.reshape(n * oh * ow, kh * kw * cin) @ kernel.reshape(kh * kw * cin, cout)
-    return out.reshape(n, oh, ow, cout)
+class PReLU(nn.Module):
+    """Keras PReLU: one `alpha` per element (H, W, C), starting at 0."""
 
-
-def _conv5x5_stride2_space_to_depth(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Exact SAME-padded 5x5 stride-2 convolution computed as a 3x3 stride-1 one.
-
-    XLA:CPU computes the input gradient of a strided conv on small inputs about 36x too slowly
-    (reference/stack.md §11). Padding (1, 3), folding 2x2 pixel blocks into channels and rearranging
-    the kernel (zero-padded to 6x6) gives the same outputs with a stride-1 convolution.
-    """
-    n, h, w, c = x.shape
-    x = jnp.pad(x, ((0, 0), (1, 3), (1, 3), (0, 0)))
-    hp, wp = (h + 4) // 2, (w + 4) // 2
-    x = x.reshape(n, hp, 2, wp, 2, c).transpose(0, 1, 3, 2, 4, 5).reshape(n, hp, wp, 4 * c)
-    k = jnp.pad(kernel, ((0, 1), (0, 1), (0, 0), (0, 0)))
-    k = k.reshape(3, 2, 3, 2, c, -1).transpose(0, 2, 1, 3, 4, 5).reshape(3, 3, 4 * c, -1)
-    return _conv_as_matmul(x, k)
-
-
-def _conv2d(x: jax.Array, kernel: jax.Array, strides: int, padding: str) -> jax.Array:
-    """Picks the fastest exact formulation for this convolution's shape (measured on XLA:CPU).
-
-    5x5 stride-2 SAME on images up to 8 px: space-to-depth + matrix product (2.5x faster than XLA's
-    conv, whose input gradient is pathological there); 3x3 stride-1 SAME up to 32 px: matrix product
-    (1.1-3x faster). Everything else: XLA's convolution. All paths use the same kernel layout.
-    """
-    k, h, w = kernel.shape[0], x.shape[1], x.shape[2]
-    small = max(h, w)
-    if padding == "SAME" and strides == 2 and k == 5 and small <= 8 and h % 2 == 0 and w % 2 == 0:
-        return _conv5x5_stride2_space_to_depth(x, kernel)
-    if padding == "SAME" and strides == 1 and k == 3 and small <= 32:
-        return _conv_as_matmul(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0))), kernel)
-    return jax.lax.conv_general_dilated(
-        x, kernel, (strides, strides), padding, dimension_numbers=("NHWC", "HWIO", "NHWC")
-    )
-
-
-class Conv2D(nn.Module):
-    """A Keras-compatible Conv2D: `kernel` (kh, kw, in, out), `bias` (out,), SAME or VALID padding.
-
-    Small images take faster exact formulations (see `_conv2d`): same weights, same outputs to
-    float rounding.
-    """
-
-    filters: int
-    kernel_size: int
-    strides: int = 1
-    padding: str = "SAME"
-    use_bias: bool = True
-    kernel_init: Initializer = he_uniform
-    dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k = self.kernel_size
-        kernel = self.param(
-            "kernel", self.kernel_init, (k, k, x.shape[-1], self.filters), self.param_dtype
-        )
-        x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-        y = _conv2d(x, kernel, self.strides, self.padding)
-        if self.use_bias:
-            bias = self.param("bias", nn.initializers.zeros, (self.filters,), self.param_dtype)
-            y = y + bias.astype(self.dtype)
-        return y
+        alpha = self.param("alpha", nn.initializers.zeros, x.shape[1:], self.param_dtype)
+        return jnp.where(x >= 0, x, alpha.astype(x.dtype) * x)
+
+
+def activate(x: jax.Array, activation: str | None, *, name: str, relu_alpha: float = 0.1,
+             param_dtype: Dtype = jnp.float32) -> jax.Array:
+    """Faceswap's block activations: `leakyrelu`, `swish` (β=1), `prelu` (`{name}_prelu`), None."""
+    if activation is None:
+        return x
+    if activation == "leakyrelu":
+        return nn.leaky_relu(x, relu_alpha)
+    if activation == "swish":
+        return nn.swish(x)
+    if activation == "prelu":
+        return PReLU(param_dtype=param_dtype, name=f"{name}_prelu")(x)
+    raise ValueError(f"unknown activation {activation!r}")
+
+
+def normalize(x: jax.Array, normalization: str | None, *, name: str, dtype: Dtype = jnp.float32,
+              param_dtype: Dtype = jnp.float32) -> jax.Array:
+    """Conv2DBlock's optional norm: `instance` (Faceswap's) or `batch` (Keras)."""
+    if normalization is None:
+        return x
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    if normalization == "instance":
+        return InstanceNormalization(**kw, name=f"{name}_instancenorm")(x)
+    if normalization == "batch":
+        return BatchNormalization(**kw, name=f"{name}_batchnorm")(x)
+    raise ValueError(f"unknown normalization {normalization!r}")
 
 
 def conv2d_block(
@@ -144,16 +117,30 @@ def conv2d_block(
     strides: int = 2,
     relu_alpha: float = 0.1,
     activation: str | None = "leakyrelu",
-    kernel_init: Initializer = he_uniform,
+    normalization: str | None = None,
+    use_depthwise: bool = False,
+    use_bias: bool = True,
+    kernel_init: Initializer | None = None,
+    is_upscale: bool = False,
+    opts: BlockOptions = DEFAULT_OPTIONS,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
-    """Faceswap's `Conv2DBlock`: conv (`{name}_conv2d`) then LeakyReLU(0.1), or no activation."""
-    x = Conv2D(
-        filters, kernel_size, strides, kernel_init=kernel_init, dtype=dtype,
-        param_dtype=param_dtype, name=f"{name}_conv2d",
-    )(x)
-    return x if activation is None else nn.leaky_relu(x, relu_alpha)
+    """Faceswap's `Conv2DBlock`: [reflect pad], conv `{name}_conv2d` (or depthwise
+    `{name}_dwconv2d`, `filters` ignored), [norm], [activation]."""
+    padding = "SAME"
+    if opts.reflect_padding:
+        x, padding = reflection_pad(x, kernel_size, strides), "VALID"
+    init = opts.kernel_init(kernel_init, is_upscale=is_upscale)
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    if use_depthwise:
+        x = DepthwiseConv2D(kernel_size, strides, padding, kernel_init=init, **kw,
+                            name=f"{name}_dwconv2d")(x)
+    else:
+        x = Conv2D(filters, kernel_size, strides, padding, use_bias, kernel_init=init, **kw,
+                   name=f"{name}_conv2d")(x)
+    x = normalize(x, normalization, name=name, **kw)
+    return activate(x, activation, name=name, relu_alpha=relu_alpha, param_dtype=param_dtype)
 
 
 def conv2d_output(
@@ -162,13 +149,13 @@ def conv2d_output(
     kernel_size: int,
     *,
     name: str,
+    opts: BlockOptions = DEFAULT_OPTIONS,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
     """Faceswap's `Conv2DOutput`: conv `{name}_conv2d` then a sigmoid computed in float32."""
-    x = Conv2D(
-        filters, kernel_size, 1, dtype=dtype, param_dtype=param_dtype, name=f"{name}_conv2d"
-    )(x)
+    x = Conv2D(filters, kernel_size, 1, kernel_init=opts.kernel_init(None), dtype=dtype,
+               param_dtype=param_dtype, name=f"{name}_conv2d")(x)
     return jax.nn.sigmoid(x.astype(jnp.float32))
 
 
@@ -181,21 +168,112 @@ def upscale_block(
     scale: int = 2,
     relu_alpha: float = 0.1,
     activation: str | None = "leakyrelu",
-    kernel_init: Initializer = he_uniform,
+    normalization: str | None = None,
+    kernel_init: Initializer | None = None,
+    opts: BlockOptions = DEFAULT_OPTIONS,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
-    """Faceswap's sub-pixel `UpscaleBlock`: conv to filters*scale^2, LeakyReLU, pixel shuffle."""
+    """Faceswap's sub-pixel `UpscaleBlock`: a stride-1 Conv2DBlock to filters*scale^2 (norm and
+    activation act before the shuffle), then the pixel shuffle."""
     x = conv2d_block(
         x, filters * scale * scale, name=f"{name}_conv2d", kernel_size=kernel_size, strides=1,
-        relu_alpha=relu_alpha, activation=activation, kernel_init=kernel_init, dtype=dtype,
-        param_dtype=param_dtype,
+        relu_alpha=relu_alpha, activation=activation, normalization=normalization,
+        kernel_init=kernel_init, is_upscale=True, opts=opts, dtype=dtype, param_dtype=param_dtype,
     )
     return pixel_shuffle(x, scale)
 
 
-residual_second_init = nn.initializers.variance_scaling(0.2, "fan_in", "uniform")
-"""Faceswap's ResidualBlock starts its second conv small, so each block begins near identity."""
+def upsampling2d(x: jax.Array, size: int, interpolation: str = "nearest") -> jax.Array:
+    """Keras UpSampling2D: nearest repeats pixels; bilinear uses half-pixel centres."""
+    if interpolation == "nearest":
+        return jnp.repeat(jnp.repeat(x, size, axis=1), size, axis=2)
+    n, h, w, c = x.shape
+    return jax.image.resize(x, (n, h * size, w * size, c), "bilinear").astype(x.dtype)
+
+
+def upscale2x_block(
+    x: jax.Array,
+    filters: int,
+    *,
+    name: str,
+    upscale_name: str,
+    kernel_size: int = 3,
+    activation: str | None = "leakyrelu",
+    interpolation: str = "bilinear",
+    sr_ratio: float = 0.5,
+    scale: int = 2,
+    fast: bool = False,
+    kernel_init: Initializer | None = None,
+    opts: BlockOptions = DEFAULT_OPTIONS,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+) -> jax.Array:
+    """Faceswap's `Upscale2xBlock` (`name` = `upscale2x_{filters}_{fast|hyb}_{n}`, its inner
+    UpscaleBlock `upscale_name` = `upscale_{f}_{m}`, named after it).
+
+    Hybrid: concat[UpscaleBlock(f), UpSampling(Conv2D(f, 3))] with f = filters - int(filters *
+    sr_ratio). Fast: UpSampling(Conv2D(filters, 3)) + UpscaleBlock(filters). `activation` only
+    applies to the pixel-shuffle branch.
+    """
+    kw = dict(opts=opts, dtype=dtype, param_dtype=param_dtype)
+    f = filters if fast else filters - int(filters * sr_ratio)
+    shuffled = upscale_block(x, f, name=upscale_name, kernel_size=kernel_size, scale=scale,
+                             activation=activation, kernel_init=kernel_init, **kw)
+    if f <= 0 and not fast:
+        return shuffled
+    conv = Conv2D(f, 3, kernel_init=opts.kernel_init(kernel_init, is_upscale=True), dtype=dtype,
+                  param_dtype=param_dtype, name=f"{name}_conv2d")(x)
+    resized = upsampling2d(conv, scale, interpolation)
+    return resized + shuffled if fast else jnp.concatenate([shuffled, resized], axis=-1)
+
+
+def upscale_resize_images_block(
+    x: jax.Array,
+    filters: int,
+    *,
+    name: str,
+    kernel_size: int = 3,
+    activation: str | None = "leakyrelu",
+    scale: int = 2,
+    interpolation: str = "bilinear",
+    opts: BlockOptions = DEFAULT_OPTIONS,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+) -> jax.Array:
+    """Faceswap's `UpscaleResizeImagesBlock` (`upscale_ri_{f}_{n}`): a conv over the resized
+    image plus a Keras stride-2 transposed conv (Glorot), then LeakyReLU(0.2) / Swish / PReLU."""
+    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    resized = upsampling2d(x, scale, interpolation)
+    a = Conv2D(filters, kernel_size, kernel_init=opts.kernel_init(None, is_upscale=True), **kw,
+               name=f"{name}_conv")(resized)
+    b = Conv2DTranspose(filters, 3, 2, **kw, name=f"{name}_convtrans")(x)
+    return activate(a + b, activation, name=name, relu_alpha=0.2, param_dtype=param_dtype)
+
+
+def upscale_dny_block(
+    x: jax.Array,
+    filters: int,
+    *,
+    name: str,
+    kernel_size: int = 3,
+    activation: str | None = "leakyrelu",
+    size: int = 2,
+    interpolation: str = "bilinear",
+    kernel_init: Initializer | None = None,
+    opts: BlockOptions = DEFAULT_OPTIONS,
+    dtype: Dtype = jnp.float32,
+    param_dtype: Dtype = jnp.float32,
+) -> jax.Array:
+    """Faceswap's `UpscaleDNYBlock` (`upscale_dny_{f}_{n}`): bilinear upsampling then two
+    stride-1 Conv2DBlocks `{name}_conv2d_1`, `{name}_conv2d_2` with LeakyReLU(0.2)."""
+    x = upsampling2d(x, size, interpolation)
+    for idx in (1, 2):
+        x = conv2d_block(x, filters, name=f"{name}_conv2d_{idx}", kernel_size=kernel_size,
+                         strides=1, relu_alpha=0.2, activation=activation,
+                         kernel_init=kernel_init, is_upscale=True, opts=opts, dtype=dtype,
+                         param_dtype=param_dtype)
+    return x
 
 
 def residual_block(
@@ -204,16 +282,25 @@ def residual_block(
     *,
     name: str,
     kernel_size: int = 3,
-    kernel_init: Initializer = he_uniform,
+    use_bias: bool = True,
+    kernel_init: Initializer | None = None,
+    opts: BlockOptions = DEFAULT_OPTIONS,
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
-    """Faceswap's `ResidualBlock`: conv, LeakyReLU(0.2), conv, add the input, LeakyReLU(0.2)."""
-    kw = dict(dtype=dtype, param_dtype=param_dtype)
-    y = Conv2D(filters, kernel_size, kernel_init=kernel_init, name=f"{name}_conv2d_0", **kw)(x)
-    y = nn.leaky_relu(y, 0.2)
-    y = Conv2D(filters, kernel_size, kernel_init=residual_second_init, name=f"{name}_conv2d_1",
-               **kw)(y)
+    """Faceswap's `ResidualBlock`: [reflect] conv, LeakyReLU(0.2), [reflect] conv (initialised
+    small: VarianceScaling 0.2), add the input, LeakyReLU(0.2)."""
+    kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype)
+    padding = "VALID" if opts.reflect_padding else "SAME"
+    inits = (opts.kernel_init(kernel_init), opts.kernel_init(residual_second_init))
+    y = x
+    for idx, init in enumerate(inits):
+        if opts.reflect_padding:
+            y = reflection_pad(y, kernel_size, 1)
+        y = Conv2D(filters, kernel_size, 1, padding, kernel_init=init, **kw,
+                   name=f"{name}_conv2d_{idx}")(y)
+        if idx == 0:
+            y = nn.leaky_relu(y, 0.2)
     return nn.leaky_relu(y + x, 0.2)
 
 
@@ -222,47 +309,53 @@ def dense(
     features: int,
     *,
     name: str,
+    kernel_init: Initializer = glorot_uniform,
+    opts: BlockOptions = DEFAULT_OPTIONS,  # noqa: ARG001  Faceswap's switches skip Dense layers
     dtype: Dtype = jnp.float32,
     param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
-    """A plain Keras Dense layer: Glorot-uniform kernel, zero bias, no activation."""
+    """A plain Keras Dense layer: Glorot-uniform kernel unless given, zero bias, no activation."""
     return nn.Dense(
-        features, kernel_init=glorot_uniform, dtype=dtype, param_dtype=param_dtype, name=name
+        features, kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype, name=name
     )(x)
 
 
-class SeparableConv2D(nn.Module):
-    """A Keras SeparableConv2D: `depthwise_kernel` (k, k, in, 1), `pointwise_kernel` (1, 1, in,
-    out) and `bias` (out,), SAME padding."""
+def separable_conv2d_block(x: jax.Array, filters: int, *, name: str, kernel_size: int = 5,
+                           strides: int = 2, kernel_init: Initializer | None = None,
+                           opts: BlockOptions = DEFAULT_OPTIONS, dtype: Dtype = jnp.float32,
+                           param_dtype: Dtype = jnp.float32) -> jax.Array:
+    """Faceswap's `SeparableConv2DBlock`: separable conv (`{name}_seperableconv2d`, sic), ReLU."""
+    x = SeparableConv2D(filters, kernel_size, strides, kernel_init=opts.kernel_init(kernel_init),
+                        dtype=dtype, param_dtype=param_dtype, name=f"{name}_seperableconv2d")(x)
+    return jax.nn.relu(x)
 
-    filters: int
-    kernel_size: int = 5
-    strides: int = 2
-    kernel_init: Initializer = he_uniform
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
+
+class GaussianNoise(nn.Module):
+    """Keras GaussianNoise: adds N(0, stddev) while training (a `dropout` stream is given)."""
+
+    stddev: float
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k, cin = self.kernel_size, x.shape[-1]
-        depthwise = self.param("depthwise_kernel", self.kernel_init, (k, k, cin, 1),
-                               self.param_dtype)
-        pointwise = self.param("pointwise_kernel", self.kernel_init, (1, 1, cin, self.filters),
-                               self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.filters,), self.param_dtype)
-        x = x.astype(self.dtype)
-        y = jax.lax.conv_general_dilated(
-            x, depthwise.reshape(k, k, 1, cin).astype(self.dtype), (self.strides,) * 2, "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=cin)
-        y = y @ pointwise.reshape(cin, self.filters).astype(self.dtype)
-        return y + bias.astype(self.dtype)
+        if not self.has_rng("dropout"):
+            return x
+        noise = jax.random.normal(self.make_rng("dropout"), x.shape, jnp.float32) * self.stddev
+        return x + noise.astype(x.dtype)
 
 
-def separable_conv2d_block(x: jax.Array, filters: int, *, name: str, kernel_size: int = 5,
-                           strides: int = 2, kernel_init: Initializer = he_uniform,
-                           dtype: Dtype = jnp.float32,
-                           param_dtype: Dtype = jnp.float32) -> jax.Array:
-    """Faceswap's `SeparableConv2DBlock`: separable conv (`{name}_seperableconv2d`, sic), ReLU."""
-    x = SeparableConv2D(filters, kernel_size, strides, kernel_init=kernel_init, dtype=dtype,
-                        param_dtype=param_dtype, name=f"{name}_seperableconv2d")(x)
-    return jax.nn.relu(x)
+class Dropout(nn.Module):
+    """Keras Dropout (inverted: kept units scaled by 1/(1-rate)) while training.
+
+    `spatial=True` is Keras' SpatialDropout2D: whole channels are dropped per sample.
+    """
+
+    rate: float
+    spatial: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.rate == 0.0 or not self.has_rng("dropout"):
+            return x
+        shape = (x.shape[0], 1, 1, x.shape[-1]) if self.spatial else x.shape
+        keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, shape)
+        return jnp.where(keep, x / (1.0 - self.rate), 0).astype(x.dtype)

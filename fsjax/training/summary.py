@@ -10,9 +10,22 @@ import jax.numpy as jnp
 
 
 def param_tree(module: Any, input_size: int) -> dict[str, Any]:
-    """Parameter shapes of `module` without allocating them."""
+    """Weight shapes of `module` without allocating them, as Keras counts weights: trainable
+    parameters merged with BatchNorm's moving statistics (`batch_stats`), per sub-model and
+    layer."""
     dummy = jax.ShapeDtypeStruct((1, input_size, input_size, 3), jnp.float32)
-    return jax.eval_shape(module.init, jax.random.key(0), dummy, dummy)["params"]
+    variables = jax.eval_shape(module.init, jax.random.key(0), dummy, dummy)
+    return merge_collections(variables)
+
+
+def merge_collections(variables: dict[str, Any]) -> dict[str, Any]:
+    """`{"params": {sub: {layer: {...}}}, "batch_stats": {...}}` -> one `{sub: {layer: {...}}}`."""
+    merged: dict[str, Any] = {}
+    for collection in ("params", "batch_stats"):
+        for sub, layers in variables.get(collection, {}).items():
+            for layer, weights in layers.items():
+                merged.setdefault(sub, {}).setdefault(layer, {}).update(weights)
+    return merged
 
 
 def count(tree: Any) -> int:
