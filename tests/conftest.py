@@ -3,6 +3,11 @@
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("KERAS_BACKEND", "jax")  # Keras is only a reference in tests
+if "KERAS_HOME" not in os.environ:  # keep Keras from writing ~/.keras/keras.json
+    import tempfile
+
+    os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="fsjax-keras-")
 _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()

@@ -62,7 +62,8 @@ def test_help_lists_every_option_with_its_default(capsys):
     (["--config.data.coverage", "120"], "data.coverage=120.0 is out of range: allowed 62.5..100"),
     (["--batch-size", "0"], "train.batch_size=0 is out of range: allowed 1..256"),
     (["--config.model.name", "nope"], "model.name='nope' is not allowed: choose one of dfaker, "
-     "dfl_h128, dfl_sae, iae, lightweight, original, villain"),
+     "dfl_h128, dfl_sae, dlight, iae, lightweight, original, phaze_a, realface, unbalanced, "
+     "villain"),
     (["--faces-a", "/no/such/dir", "--faces-b", "/no/such/dir"],
      "data.faces_a='/no/such/dir': folder does not exist"),
 ])

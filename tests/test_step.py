@@ -202,3 +202,49 @@ def test_input_is_area_resized_to_the_model_input_size():
     key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
     state, metrics = step(state, sharding.to_global(batch, sharding.batch_sharded(mesh)), key)
     assert np.isfinite(float(metrics["total"])) and int(state.step) == 1
+
+
+class _Branch(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+        x = blocks.conv2d_block(x, 4, name="conv", kernel_size=3, strides=1,
+                                normalization="batch")
+        x = blocks.Dropout(0.5)(x)
+        return {"faces": (blocks.conv2d_output(x, 3, 3, name="out"),)}
+
+
+class _NormDropout(nn.Module):
+    """BatchNorm and dropout between two convs: the layers whose training mode differs."""
+
+    def setup(self):
+        self.branch = _Branch()
+
+    def __call__(self, face_a, face_b):
+        return {"a": self.branch(face_a), "b": self.branch(face_b)}
+
+
+def test_train_step_updates_batch_stats_and_draws_dropout_per_step():
+    from fsjax.config import LossConfig
+    from fsjax.training.step import make_predict_fn
+
+    module, tx = _NormDropout(), optax.sgd(0.0)  # lr 0: only batch_stats and the rng change
+    cfg = LossConfig(loss_function="mae", loss_function_2="none", penalized_mask_loss=False)
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    state = jax.jit(make_init_fn(module, tx, 8), out_shardings=sharding.replicated(mesh))(
+        jax.random.key(0))
+    stats0 = state.model_state["batch_stats"]["branch"]["conv_batchnorm"]
+    np.testing.assert_array_equal(stats0["moving_mean"], 0.0)
+    step = make_train_step(module, tx, cfg, mesh)
+    faces = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), np.uint8)
+    batch = sharding.to_global({s: {"input": faces, "target": faces} for s in "ab"},
+                               sharding.batch_sharded(mesh))
+    key = jax.random.key(1)
+    state, m1 = step(state, batch, key)
+    stats1 = jax.device_get(state.model_state["batch_stats"]["branch"]["conv_batchnorm"])
+    assert np.all(stats1["moving_variance"] != 1.0) and np.any(stats1["moving_mean"] != 0.0)
+    state, m2 = step(state, batch, key)
+    assert float(m1["total"]) != float(m2["total"])  # same params, new dropout mask
+    predict = make_predict_fn(module)
+    out1 = predict(state.variables(), faces / 255.0, faces / 255.0)
+    out2 = predict(state.variables(), faces / 255.0, faces / 255.0)
+    np.testing.assert_array_equal(out1["a"]["faces"][0], out2["a"]["faces"][0])

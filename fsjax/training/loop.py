@@ -313,9 +313,9 @@ class _Session:
                                     "mask": None if mask is None else _resize(mask, out)}
             self._predict = make_predict_fn(self.spec_model.module)
         a, b = self._preview["a"], self._preview["b"]
-        same = jax.device_get(self._predict(state.params, a["feed"], b["feed"]))
+        same = jax.device_get(self._predict(state.variables(), a["feed"], b["feed"]))
         # Swapped inputs: out["b"] is decoder_b on A faces (A > B), out["a"] decoder_a on B faces.
-        swap = jax.device_get(self._predict(state.params, b["feed"], a["feed"]))
+        swap = jax.device_get(self._predict(state.variables(), b["feed"], a["feed"]))
         columns = (a["target"], same["a"]["faces"][-1], swap["b"]["faces"][-1],
                    b["target"], same["b"]["faces"][-1], swap["a"]["faces"][-1])
         # Prediction columns are tinted with the learned mask when the model has one.

@@ -10,14 +10,21 @@ import optax
 
 
 class TrainState(flax.struct.PyTreeNode):
-    """Step counter, model parameters and optimizer state.
+    """Step counter, model parameters, optimizer state and the model's other variables.
 
     Attributes:
         step: total optimizer steps taken (Faceswap's total iteration count).
         params: the model's parameter tree (`encoder`, `decoder_a`, ...).
         opt_state: the optax state for `params`.
+        model_state: non-trained variable collections (BatchNorm's `batch_stats`), `{}` for
+            models without any.
     """
 
     step: jax.Array
     params: Any
     opt_state: optax.OptState
+    model_state: Any = flax.struct.field(default_factory=dict)
+
+    def variables(self) -> dict[str, Any]:
+        """The variables `model.apply` takes."""
+        return {"params": self.params, **self.model_state}

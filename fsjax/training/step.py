@@ -75,11 +75,15 @@ def train_step(
     """
     step_rng = jax.random.fold_in(rng, state.step)
 
-    def loss_fn(params: Any) -> tuple[jax.Array, dict[str, jax.Array]]:
+    def loss_fn(params: Any) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
         faces = [to_unit(batch[side]["input"]) for side in SIDES]
         if input_size is not None:
             faces = [area_resize(face, input_size, input_size) for face in faces]
-        outputs = model.apply({"params": params}, *faces, rngs={"dropout": step_rng})
+        variables = {"params": params, **state.model_state}
+        # Training mode: dropout/noise draw from this step's key, BatchNorm uses and updates
+        # batch statistics.
+        outputs, model_state = model.apply(variables, *faces, rngs={"dropout": step_rng},
+                                           mutable=list(state.model_state))
         total = jnp.zeros((), jnp.float32)
         metrics: dict[str, jax.Array] = {}
         for side in SIDES:
@@ -88,13 +92,14 @@ def train_step(
             metrics[f"loss_{side}"] = side_total
             metrics.update(terms)
         metrics["total"] = total
-        return total, metrics
+        return total, (metrics, dict(model_state))
 
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics["grad_norm"] = optax.tree.norm(grads)
-    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+    new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                              model_state=model_state)
     return new_state, metrics
 
 
@@ -123,17 +128,20 @@ def make_init_fn(
 
     def init(key: jax.Array) -> TrainState:
         dummy = jnp.zeros((1, input_size, input_size, 3), jnp.float32)
-        params = model.init(key, dummy, dummy)["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+        variables = dict(model.init(key, dummy, dummy))
+        params = variables.pop("params")
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                          model_state=variables)
 
     return init
 
 
 def make_predict_fn(model: nn.Module) -> Callable[[Any, jax.Array, jax.Array], dict[str, Any]]:
-    """Jitted forward pass (nothing donated) used for previews."""
+    """Jitted inference-mode forward pass (nothing donated) used for previews: takes
+    `TrainState.variables()`; no dropout or noise, BatchNorm uses its moving statistics."""
 
     @jax.jit
-    def predict(params: Any, face_a: jax.Array, face_b: jax.Array) -> dict[str, Any]:
-        return model.apply({"params": params}, face_a, face_b)
+    def predict(variables: Any, face_a: jax.Array, face_b: jax.Array) -> dict[str, Any]:
+        return model.apply(variables, face_a, face_b)
 
     return predict
