@@ -67,6 +67,21 @@ def time_step(config, batch_size: int, steps: int, log=print) -> tuple[float, fl
     return float(np.median(times)), first
 
 
+def step_flops(config, batch_size: int) -> float:
+    """XLA's FLOP count for one train step (from the lowered HLO; nothing is allocated)."""
+    model = get_model_module(config.model.name).build(config)
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    tx = make_optimizer(config.optimizer)
+    state = jax.eval_shape(make_init_fn(model.module, tx, model.input_size), jax.random.key(0))
+    step = make_train_step(model.module, tx, config.loss, mesh, model.input_size)
+    spec = sample_spec(config, max((model.input_size,) + model.output_sizes))
+    batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                         fixed_batch(spec, batch_size))
+    cost = step.lower(state, batch, jax.random.key(1)).cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float(cost["flops"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)

@@ -48,21 +48,22 @@ def test_pixel_shuffle_uses_tensorflow_depth_to_space_order():
         assert y[1, h * 2 + i, w * 2 + j, o] == x[1, h, w, (i * 2 + j) * oc + o]
 
 
-@pytest.mark.parametrize("size, kernel_size, strides", [
-    (4, 5, 2), (8, 5, 2),            # space-to-depth + matrix product
-    (4, 3, 1), (8, 3, 1), (32, 3, 1),  # matrix product over patches
-    (16, 5, 2), (12, 5, 1),          # XLA's convolution
+@pytest.mark.parametrize("size, kernel_size, strides, padding", [
+    (4, 5, 2, "SAME"), (8, 5, 2, "SAME"),  # space-to-depth + matrix product
+    (4, 3, 1, "SAME"), (8, 3, 1, "SAME"), (32, 3, 1, "SAME"),  # matrix product over patches
+    (10, 3, 1, "VALID"),  # the same after reflect padding
+    (16, 5, 2, "SAME"), (12, 5, 1, "SAME"),  # XLA's convolution
 ])
-def test_fast_conv_paths_equal_xla_convolution(size, kernel_size, strides):
+def test_fast_conv_paths_equal_xla_convolution(size, kernel_size, strides, padding):
     kx, kk = jax.random.split(jax.random.key(1))
     x = jax.random.normal(kx, (2, size, size, 6))
     kernel = jax.random.normal(kk, (kernel_size, kernel_size, 6, 7))
 
     def fast(x, k):
-        return conv._conv2d(x, k, strides, "SAME")
+        return conv._conv2d(x, k, strides, padding)
 
     def plain(x, k):
-        return jax.lax.conv_general_dilated(x, k, (strides, strides), "SAME",
+        return jax.lax.conv_general_dilated(x, k, (strides, strides), padding,
                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
     np.testing.assert_allclose(fast(x, kernel), plain(x, kernel), atol=1e-5, rtol=1e-5)
