@@ -15,7 +15,20 @@ EXPECTED_PARAMS = {"original.py": 82_062_470, "original_lowmem.py": 60_565_126,
                    "dfl_h128.py": 107_716_102, "dfl_h128_lowmem.py": 48_244_102,
                    "dfaker.py": 113_330_822, "dfaker_256.py": 258_046_598,
                    "dfl_sae.py": 130_008_718, "dfl_sae_liae.py": 121_746_593,
-                   "villain.py": 155_115_014, "villain_lowmem.py": 118_660_614}
+                   "villain.py": 155_115_014, "villain_lowmem.py": 118_660_614,
+                   "realface.py": 238_241_676, "unbalanced.py": 207_046_186,
+                   "unbalanced_lowmem.py": 107_962_506,
+                   "dlight.py": 143_614_006, "dlight_fast.py": 163_706_006,
+                   "dlight_lowmem.py": 76_188_694,
+                   # Phaze-A: defaults and presets (the first four equal Faceswap's manifest)
+                   "phaze_a.py": 123_766_211, "phaze_a_original.py": 82_062_470,
+                   "phaze_a_dfaker.py": 113_330_822, "phaze_a_dny256.py": 29_885_750,
+                   "phaze_a_lightweight.py": 51_066_374, "phaze_a_iae.py": 117_816_003,
+                   "phaze_a_dfl_h128.py": 107_716_102, "phaze_a_dfl_sae_df.py": 129_755_834,
+                   "phaze_a_dfl_sae_liae.py": 121_620_151,
+                   "phaze_a_dfl_saehd_df.py": 52_897_926,
+                   "phaze_a_dfl_saehd_liae.py": 87_777_027, "phaze_a_dny512.py": 39_324_982,
+                   "phaze_a_dny1024.py": 53_483_830}
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)

@@ -13,6 +13,18 @@ import importlib.util
 import pathlib
 from typing import Literal
 
+from fsjax.config.checks import ConfigError, _check_choice, _check_range  # noqa: F401
+from fsjax.config.plugins import (  # noqa: F401  (re-exported)
+    PHAZE_A_PRETRAINED_ENCODERS,
+    PHAZE_A_UPSCALERS,
+    DfakerConfig,
+    DflSaeConfig,
+    DlightConfig,
+    PhazeAConfig,
+    RealfaceConfig,
+    UnbalancedConfig,
+)
+
 CENTERINGS = ("face", "head", "legacy")
 # Landmark masks are drawn by fsjax; the others are neural-network masks stored in the PNG header.
 MASK_TYPES = ("none", "bisenet-fp_face", "bisenet-fp_head", "components", "custom_face",
@@ -20,60 +32,6 @@ MASK_TYPES = ("none", "bisenet-fp_face", "bisenet-fp_head", "components", "custo
 LOSS_FUNCTIONS = ("mae", "mse", "ssim")
 OPTIMIZERS = ("adam",)
 DEMO_ITERATIONS = 300
-
-
-class ConfigError(ValueError):
-    """An option has a value fsjax cannot use."""
-
-
-def _check_range(option: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ConfigError(f"{option}={value!r} is out of range: allowed {low}..{high}")
-
-
-def _check_choice(option: str, value: object, allowed: tuple) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{option}={value!r} is not allowed: choose one of "
-                          f"{', '.join(map(str, allowed))}")
-
-
-@dataclasses.dataclass(frozen=True)
-class DfakerConfig:
-    """Faceswap's `[model.dfaker]` options (reference/models.md §2.4)."""
-
-    output_size: Literal[128, 256] = 128
-    """Output size, 128 or 256; the input is half of it."""
-
-    def __post_init__(self) -> None:
-        _check_choice("model.dfaker.output_size", self.output_size, (128, 256))
-
-
-@dataclasses.dataclass(frozen=True)
-class DflSaeConfig:
-    """Faceswap's `[model.dfl_sae]` options (reference/models.md §2.6)."""
-
-    input_size: int = 128
-    """Input and largest output size (64..256, a multiple of 16)."""
-    architecture: Literal["df", "liae"] = "df"
-    """df: one decoder per side; liae: shared decoder, identity in the intermediates."""
-    autoencoder_dims: int = 0
-    """Bottleneck width (0: 512 for df, 256 for liae)."""
-    encoder_dims: int = 42
-    """Encoder width; the convs have 3x, 6x, 12x and 24x this many filters (21..85)."""
-    decoder_dims: int = 21
-    """Decoder width (10..85)."""
-    multiscale_decoder: bool = False
-    """Also output faces at 1/4 and 1/2 size, each trained against the resized target."""
-
-    def __post_init__(self) -> None:
-        _check_range("model.dfl_sae.input_size", self.input_size, 64, 256)
-        if self.input_size % 16:
-            raise ConfigError(f"model.dfl_sae.input_size={self.input_size} must be a multiple "
-                              "of 16")
-        _check_choice("model.dfl_sae.architecture", self.architecture, ("df", "liae"))
-        _check_range("model.dfl_sae.autoencoder_dims", self.autoencoder_dims, 0, 1024)
-        _check_range("model.dfl_sae.encoder_dims", self.encoder_dims, 21, 85)
-        _check_range("model.dfl_sae.decoder_dims", self.decoder_dims, 10, 85)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,11 +42,20 @@ class ModelConfig:
     """Faceswap model plugin (`-t/--trainer`)."""
     lowmem: bool = False
     """Original: drop the 1024-filter encoder conv and halve the dense width; DFL-H128: halve
-    the encoder dimension (512 -> 256); Villain: 8 residual blocks, no 1024 separable conv."""
+    the encoder dimension (512 -> 256); Villain: 8 residual blocks, no 1024 separable conv;
+    Unbalanced: fixed smaller widths that replace its nodes and complexity options."""
     dfaker: DfakerConfig = DfakerConfig()
     """DFaker's options."""
     dfl_sae: DflSaeConfig = DflSaeConfig()
     """DFL-SAE's options."""
+    phaze_a: PhazeAConfig = PhazeAConfig()
+    """Phaze-A's options (`fsjax.models.phaze_a_presets` has Faceswap's presets)."""
+    dlight: DlightConfig = DlightConfig()
+    """DLight's options."""
+    realface: RealfaceConfig = RealfaceConfig()
+    """RealFace's options."""
+    unbalanced: UnbalancedConfig = UnbalancedConfig()
+    """Unbalanced's options (its `lowmem` is `model.lowmem`)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Compute dtype of the layers; parameters, outputs and losses stay float32."""
     icnr_init: bool = False

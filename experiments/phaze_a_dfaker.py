@@ -1,0 +1,17 @@
+"""Faceswap's DFaker model re-created in Phaze-A (64 px in, 128 px out)
+(Faceswap's `dfaker` Phaze-A preset).
+
+    python -m fsjax.train --config experiments/phaze_a_dfaker.py --faces-a A_DIR --faces-b B_DIR
+"""
+
+import pathlib
+
+from fsjax.config import ExperimentConfig, ModelConfig, TrainConfig
+from fsjax.models.phaze_a_presets import preset_config
+
+
+def get_config() -> ExperimentConfig:
+    return ExperimentConfig(
+        model=ModelConfig(name="phaze_a", phaze_a=preset_config("dfaker")),
+        train=TrainConfig(model_dir=pathlib.Path("models/phaze_a_dfaker")),
+    )

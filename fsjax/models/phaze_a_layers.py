@@ -1,0 +1,279 @@
+"""Phaze-A's sub-models (encoder, fully connected, G-Block, decoder) as Flax modules.
+
+`phaze_a.py` decides every layer's name and width in Faceswap's build order and hands them to
+these modules as the small frozen specs below; the modules only run them. Keeping the planning
+apart from the layers keeps Faceswap's name counters in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fsjax.nn import blocks
+from fsjax.nn.normalization import (
+    BatchNormalization,
+    GroupNormalization,
+    InstanceNormalization,
+    LayerNormalization,
+    RMSNormalization,
+    ada_instance_norm,
+)
+
+NORMS = {"batch": BatchNormalization, "group": GroupNormalization,
+         "instance": InstanceNormalization, "layer": LayerNormalization, "rms": RMSNormalization}
+"""Phaze-A's normalization choices and the layers behind them."""
+he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+"""Keras' HeNormal (truncated, stddev corrected), used by the G-Block's style Dense layers."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvSpec:
+    """One Conv2DBlock of the fs_original encoder."""
+
+    name: str
+    filters: int
+    kernel: int
+    strides: int
+    relu_alpha: float
+    valid: bool = False  # the DNY encoder's last 4x4 conv has no padding
+    pool: bool = False  # the DNY encoder max-pools after each level but the last
+
+
+@dataclasses.dataclass(frozen=True)
+class Bottleneck:
+    """Optional norm, then a Dense (`dense` is its Keras name), a global pool or just Flatten."""
+
+    kind: str
+    size: int
+    dense: str
+    norm: tuple[str, str] | None = None  # (normalization, layer name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Upscaler:
+    """One of Faceswap's upscale blocks with its names (`inner`: Upscale2xBlock's UpscaleBlock),
+    or a parameter-free UpSampling2D (`upsample2d`, `size`, `interpolation`)."""
+
+    method: str
+    filters: int = 0
+    name: str = ""
+    inner: str = ""
+    size: int = 2
+    interpolation: str = "nearest"
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """One step of Faceswap's UpscaleBlocks: upscale, [noise], [norm], [LeakyReLU], residuals."""
+
+    upscaler: Upscaler
+    noise: bool = False
+    norm: tuple[str, str] | None = None
+    relu: float | None = 0.1
+    residuals: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class Chain:
+    """A run of stages, after an optional reshape to output/2^k and the DNY entry convs."""
+
+    reshape: tuple[int, int, int] | None = None
+    entry: tuple[str, ...] = ()  # Conv2DBlocks with kernels 4 then 3, stride 1, LeakyReLU 0.2
+    entry_filters: int = 0
+    stages: tuple[Stage, ...] = ()
+
+
+def normalize(x: jax.Array, norm: tuple[str, str], kw: dict[str, Any]) -> jax.Array:
+    kind, name = norm
+    return NORMS[kind](dtype=kw["dtype"], param_dtype=kw["param_dtype"], name=name)(x)
+
+
+def upscale(x: jax.Array, up: Upscaler, kw: dict[str, Any]) -> jax.Array:
+    """Runs one upscaler with LeakyReLU, as Phaze-A always asks for."""
+    if up.method == "upsample2d":
+        return blocks.upsampling2d(x, up.size, up.interpolation)
+    if up.method == "subpixel":
+        return blocks.upscale_block(x, up.filters, name=up.name, **kw)
+    if up.method in ("upscale_fast", "upscale_hybrid"):
+        return blocks.upscale2x_block(x, up.filters, name=up.name, upscale_name=up.inner,
+                                      fast=up.method == "upscale_fast", **kw)
+    if up.method == "upscale_dny":
+        return blocks.upscale_dny_block(x, up.filters, name=up.name, **kw)
+    return blocks.upscale_resize_images_block(x, up.filters, name=up.name, **kw)
+
+
+def run_chain(x: jax.Array, chain: Chain, kw: dict[str, Any]) -> jax.Array:
+    if chain.reshape is not None:
+        x = x.reshape(x.shape[0], *chain.reshape)
+    for name, kernel in zip(chain.entry, (4, 3), strict=False):
+        x = blocks.conv2d_block(x, chain.entry_filters, name=name, kernel_size=kernel, strides=1,
+                                relu_alpha=0.2, **kw)
+    for stage in chain.stages:
+        x = upscale(x, stage.upscaler, kw)
+        if stage.noise:
+            x = blocks.GaussianNoise(1.0)(x)
+        if stage.norm is not None:
+            x = normalize(x, stage.norm, kw)
+        if stage.relu is not None:
+            x = nn.leaky_relu(x, stage.relu)
+        for name in stage.residuals:
+            x = blocks.residual_block(x, stage.upscaler.filters, name=name, **kw)
+    return x
+
+
+def bottleneck(x: jax.Array, spec: Bottleneck, kw: dict[str, Any]) -> jax.Array:
+    if spec.norm is not None:
+        x = normalize(x, spec.norm, kw)
+    if spec.kind == "dense":
+        x = blocks.dense(x.reshape(x.shape[0], -1), spec.size, name=spec.dense,
+                         dtype=kw["dtype"], param_dtype=kw["param_dtype"])
+    elif spec.kind == "average_pooling":
+        x = x.mean(axis=(1, 2))
+    elif spec.kind == "max_pooling":
+        x = x.max(axis=(1, 2))
+    return x.reshape(x.shape[0], -1)  # Keras Flatten: row-major over (H, W, C)
+
+
+class _Module(nn.Module):
+    """Fields every Phaze-A sub-model takes from `model_kwargs`."""
+
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
+
+    @property
+    def kw(self) -> dict[str, Any]:
+        return dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
+
+
+class Encoder(_Module):
+    """`encoder`: the fs_original conv blocks, then the bottleneck if it sits in the encoder."""
+
+    convs: tuple[ConvSpec, ...] = ()
+    bottleneck: Bottleneck | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kw = self.kw
+        for c in self.convs:
+            if c.valid and not self.opts.reflect_padding:
+                # Conv2DBlock(padding="valid"); reflect padding overrides it, like Faceswap's.
+                x = blocks.Conv2D(c.filters, c.kernel, c.strides, "VALID",
+                                  kernel_init=self.opts.kernel_init(None), dtype=self.dtype,
+                                  param_dtype=self.param_dtype, name=f"{c.name}_conv2d")(x)
+                x = nn.leaky_relu(x, c.relu_alpha)
+            else:
+                x = blocks.conv2d_block(x, c.filters, name=c.name, kernel_size=c.kernel,
+                                        strides=c.strides, relu_alpha=c.relu_alpha, **kw)
+            if c.pool:
+                x = nn.max_pool(x, (2, 2), (2, 2))
+        if self.bottleneck is not None:
+            x = bottleneck(x, self.bottleneck, kw)
+        return x
+
+
+class FullyConnected(_Module):
+    """`fc_{side}`: [bottleneck], Dropout + Dense layers, and (except `fc_gblock`) a reshape,
+    the fc upsamplers and any decoder upscales moved into it (with the mask branch when
+    learn_mask, returned as a (face, mask) pair)."""
+
+    dense: tuple[tuple[str, int], ...] = ()
+    dropout: float = 0.0
+    bottleneck: Bottleneck | None = None
+    reshape: tuple[int, int, int] | None = None
+    upsamplers: tuple[Upscaler, ...] = ()
+    upsample_relu: bool = False  # LeakyReLU(0.1) whenever the upsampler is UpSampling2D
+    face: Chain | None = None
+    mask: Chain | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> Any:
+        kw = self.kw
+        if self.bottleneck is not None:
+            x = bottleneck(x, self.bottleneck, kw)
+        for name, units in self.dense:
+            x = blocks.Dropout(self.dropout)(x)
+            x = blocks.dense(x, units, name=name, dtype=self.dtype, param_dtype=self.param_dtype)
+        if self.reshape is None:
+            return x
+        x = x.reshape(x.shape[0], *self.reshape)
+        for up in self.upsamplers:
+            x = upscale(x, up, kw)
+        if self.upsample_relu:
+            x = nn.leaky_relu(x, 0.1)
+        if self.face is None:
+            return x
+        face = run_chain(x, self.face, kw)
+        return face if self.mask is None else (face, run_chain(x, self.mask, kw))
+
+
+@dataclasses.dataclass(frozen=True)
+class Recursion:
+    """Names of one G-Block recursion: style Dense for beta and gamma, the 1x1 noise conv and
+    (last recursion only) a 3x3 conv."""
+
+    beta: str
+    gamma: str
+    noise_conv: str
+    conv: str | None = None
+
+
+class GBlock(_Module):
+    """`g_block_{side}`: the style vector through three He-normal Dense layers, then AdaIN
+    recursions on the fully connected output (computed in float32), each adding learned noise."""
+
+    style_dense: tuple[str, ...] = ()
+    conv: str = ""
+    recursions: tuple[Recursion, ...] = ()
+    nodes: int = 512
+
+    @nn.compact
+    def __call__(self, x: jax.Array, style: jax.Array) -> jax.Array:
+        dk = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        for i, name in enumerate(self.style_dense):
+            style = blocks.dense(style, self.nodes, name=name, kernel_init=he_normal, **dk)
+            if i < len(self.style_dense) - 1:
+                style = nn.leaky_relu(style, 0.1)
+        filters = x.shape[-1]
+        x = blocks.Conv2D(filters, 3, kernel_init=self.opts.kernel_init(None), **dk,
+                          name=self.conv)(x)
+        x = blocks.GaussianNoise(1.0)(x)
+        for rec in self.recursions:
+            beta, gamma = (blocks.dense(style, filters, name=n, **dk).reshape(-1, 1, 1, filters)
+                           for n in (rec.beta, rec.gamma))
+            noise = blocks.Conv2D(filters, 1, kernel_init=blocks.glorot_uniform, **dk,
+                                  name=rec.noise_conv)(blocks.GaussianNoise(1.0)(x))
+            if rec.conv is not None:
+                x = blocks.Conv2D(filters, 3, kernel_init=blocks.glorot_uniform, **dk,
+                                  name=rec.conv)(x)
+            x = ada_instance_norm(x, beta, gamma) + noise.astype(jnp.float32)
+            x = nn.leaky_relu(x, 0.2).astype(self.dtype)
+        return x
+
+
+class Decoder(_Module):
+    """`decoder_{side}`: the remaining upscale stages and the sigmoid outputs. With learn_mask
+    the mask branch repeats the upscales without noise or residuals; it starts from the same
+    input, or from the mask the fully connected model already upscaled."""
+
+    face: Chain = Chain()
+    face_out: str = ""
+    kernel: int = 5
+    mask: Chain | None = None
+    mask_out: str | None = None
+
+    @nn.compact
+    def __call__(self, x: Any) -> dict[str, Any]:
+        kw = self.kw
+        face, mask = x if isinstance(x, tuple) else (x, x)
+        face = run_chain(face, self.face, kw)
+        out = {"faces": (blocks.conv2d_output(face, 3, self.kernel, name=self.face_out, **kw),)}
+        if self.mask_out is not None:
+            mask = run_chain(mask, self.mask, kw)
+            out["mask"] = blocks.conv2d_output(mask, 1, self.kernel, name=self.mask_out, **kw)
+        return out
