@@ -70,3 +70,19 @@ def test_bad_faces_skip_warns_with_each_file_and_stop_lists_them(tmp_path, capsy
     err = capsys.readouterr().err
     assert "skipped 2 face files that cannot be used" in err and str(bad[1]) in err
     assert "only 25 faces; Faceswap recommends at least 250" in err
+
+
+def test_state_file_records_build_switches_and_plugin_options():
+    from fsjax.config import ModelConfig, RealfaceConfig
+
+    config = ExperimentConfig(model=ModelConfig(
+        name="realface", icnr_init=True, reflect_padding=True,
+        realface=RealfaceConfig(output_size=256)))
+    options = state_file.faceswap_options(config)
+    assert (options["icnr_init"], options["conv_aware_init"], options["reflect_padding"]) == (
+        True, False, True)
+    assert options["output_size"] == 256 and options["dense_nodes"] == 1536
+    assert "lowmem" not in options  # RealFace has no lowmem option
+    unbalanced = state_file.faceswap_options(ExperimentConfig(model=ModelConfig(
+        name="unbalanced", lowmem=True)))
+    assert unbalanced["lowmem"] is True and unbalanced["complexity_decoder_b"] == 512
