@@ -20,7 +20,6 @@ import pytest
 
 import fsjax.losses as fl
 from fsjax.config import LossConfig
-from fsjax.losses import registry
 
 SIMPLE_TOL = 1e-5  # single loss functions
 COMPOSITE_TOL = 1e-4  # collator sums of several masked terms
@@ -122,7 +121,8 @@ def test_per_sample_masked(ref, inp, name):
     assert _max_err(loss.unweighted[0][name], ref[f"{name}.64.per_sample_masked"]) < SIMPLE_TOL
 
 
-def _check_collator(ref, prefix: str, cfg: LossConfig, inputs: dict, n_out: int) -> None:
+def _check_collator(ref, prefix: str, cfg: LossConfig, inputs: dict, n_out: int,
+                    names: tuple[str, ...] = ("ssim", "mse")) -> None:
     """Compare per-item terms, per-side totals, the A+B total and the logged scalars."""
     grand = 0.0
     for side in "ab":
@@ -136,7 +136,7 @@ def _check_collator(ref, prefix: str, cfg: LossConfig, inputs: dict, n_out: int)
         for idx in range(n_out):
             key = label if n_out == 1 else f"{label}_{idx}"
             face = 0.0
-            for name in ("ssim", "mse"):
+            for name in names:
                 base = f"{prefix}.{side}.out{idx}.{name}"
                 for kind in ("unweighted", "weighted"):
                     per_item = getattr(loss, kind)[idx][name]
@@ -171,6 +171,18 @@ def test_collator_default_configs(ref, inp, learn_mask):
     _check_collator(ref, f"collator.{name}.64", cfg, inputs, n_out=1)
 
 
+def test_collator_non_spatial_config(ref, inp):
+    """l_inf_norm (non-spatial) + gmsd at 50 %, masks, eye x3, mouth x2: Faceswap's totals."""
+    cfg = LossConfig(loss_function="l_inf_norm", loss_function_2="gmsd", loss_weight_2=50,
+                     faceswap_compat=True)
+    inputs = {}
+    for side in "ab":
+        true, pred, masks = _side(inp, side, 64)
+        inputs[side] = dict(targets=[true], predictions=[pred], **masks)
+    _check_collator(ref, "collator.nonspatial_masked.64", cfg, inputs, n_out=1,
+                    names=("l_inf_norm", "gmsd"))
+
+
 def test_collator_multiscale(ref, inp):
     # Faceswap's fixture draws independent masks per size, so pass one mask per output.
     inputs = {}
@@ -194,22 +206,14 @@ def test_collator_multiscale(ref, inp):
     )
 
 
-def _faceswap_l_inf_norm(y_true: jax.Array, y_pred: jax.Array) -> jax.Array:
-    # Faceswap's LInfNorm on NCHW: max over (C, H), then mean over W; here on NHWC.
-    return jnp.mean(jnp.max(jnp.abs(y_true - y_pred), axis=(1, 3)), axis=-1)
-
-
-def test_non_spatial_path_matches_faceswap(ref, inp, monkeypatch):
-    """The masked-inputs path, checked with a stand-in l_inf_norm against Faceswap's numbers."""
-    stand_in = registry.LossSpec(_faceswap_l_inf_norm, spatial=False)
-    monkeypatch.setattr(registry, "get", lambda name: stand_in)
-    cfg = LossConfig(loss_function="mae", loss_function_2="none")
+def test_non_spatial_path_matches_faceswap(ref, inp):
+    """The masked-inputs path of a non-spatial loss (l_inf_norm, Faceswap's layout)."""
+    cfg = LossConfig(loss_function="l_inf_norm", loss_function_2="none", faceswap_compat=True)
     for side in "ab":
         true, pred, masks = _side(inp, side, 64)
-        # A fresh jit: the cached one for this config would not see the patched lookup.
         loss = jax.jit(functools.partial(fl.side_losses, cfg))([true], [pred], **masks)
         base = f"collator.nonspatial_masked.64.{side}.out0.l_inf_norm"
-        assert _max_err(loss.unweighted[0]["mae"], ref[f"{base}.unweighted"]) < SIMPLE_TOL
+        assert _max_err(loss.unweighted[0]["l_inf_norm"], ref[f"{base}.unweighted"]) < SIMPLE_TOL
 
 
 def test_area_resize_matches_inter_area(inp):
@@ -289,7 +293,7 @@ def test_low_precision_inputs_give_float32(inp):
 
 def test_errors(inp):
     true, pred, masks = _side(inp, "a", 64)
-    with pytest.raises(ValueError, match="mae, mse, ssim"):
+    with pytest.raises(ValueError, match="unknown loss function .nope.: choose one of .*mse"):
         fl.compute("nope", true, pred)
     with pytest.raises(ValueError, match="mask_face is required"):
         fl.collate(LossConfig(), [true], [pred], side="A")

@@ -29,7 +29,11 @@ CENTERINGS = ("face", "head", "legacy")
 # Landmark masks are drawn by fsjax; the others are neural-network masks stored in the PNG header.
 MASK_TYPES = ("none", "bisenet-fp_face", "bisenet-fp_head", "components", "custom_face",
               "custom_head", "extended", "unet-dfl", "vgg-clear", "vgg-obstructed")
-LOSS_FUNCTIONS = ("mae", "mse", "ssim")
+LOSS_FUNCTIONS = ("mae", "mse", "ssim", "logcosh", "smooth_loss", "l_inf_norm",
+                  "pixel_gradient_diff", "laploss", "lpips_alex", "lpips_squeeze", "lpips_vgg16",
+                  "ms_ssim", "gmsd", "ffl")
+# Faceswap offers these only as loss_function_2..4, never as the primary loss.
+SECONDARY_LOSS_FUNCTIONS = ("flip",)
 OPTIMIZERS = ("adam",)
 DEMO_ITERATIONS = 300
 
@@ -194,13 +198,17 @@ class LossConfig:
     """Add a mask output to every decoder and train it against the face mask."""
     faceswap_compat: bool = False
     """Reproduce Faceswap's verified loss bugs exactly instead of computing the intended value."""
+    lpips_weights: pathlib.Path | None = None
+    """Folder with the pretrained files the lpips_* losses need (never downloaded): torchvision's
+    alexnet-owt-7be5be79.pth / squeezenet1_1-b8a52dc0.pth / vgg16-397923af.pth and LPIPS v0.1's
+    alex.pth / squeeze.pth / vgg.pth (Faceswap's *_imagenet_no_top_v2.pth / *_lpips_v2.pth also)."""
 
     def __post_init__(self) -> None:
         _check_choice("loss.loss_function", self.loss_function, LOSS_FUNCTIONS)
         for i in (2, 3, 4):
             _check_choice(
                 f"loss.loss_function_{i}", getattr(self, f"loss_function_{i}"),
-                ("none",) + LOSS_FUNCTIONS,
+                ("none",) + LOSS_FUNCTIONS + SECONDARY_LOSS_FUNCTIONS,
             )
             _check_range(f"loss.loss_weight_{i}", getattr(self, f"loss_weight_{i}"), 0, 400)
         _check_choice("loss.mask_loss_function", self.mask_loss_function, ("mae", "mse"))
@@ -215,6 +223,11 @@ class LossConfig:
                 "loss.mask_type='none' cannot be used with penalized_mask_loss or learn_mask: "
                 "choose extended or components, or turn both off"
             )
+        if any(name.startswith("lpips_") for name in self.functions):
+            from fsjax.losses.lpips import config_problem  # here: fsjax.losses imports this module
+
+            if problem := config_problem(self):
+                raise ConfigError(problem)
 
     @property
     def functions(self) -> dict[str, float]:

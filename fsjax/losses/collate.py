@@ -198,7 +198,7 @@ def side_losses(
     sizes = [tuple(t.shape[1:3]) for t in targets]
     masks = _resolve_masks(cfg, sizes, mask_face, mask_eye, mask_mouth)
     weights = cfg.functions
-    specs = {name: registry.get(name) for name in weights}
+    specs = {name: registry.get(name, lpips_weights=cfg.lpips_weights) for name in weights}
     unweighted = tuple(
         _output_losses(cfg, specs, _f32(target), _f32(pred), out_masks)
         for target, pred, out_masks in zip(targets, predictions, masks, strict=True)

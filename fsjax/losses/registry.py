@@ -9,13 +9,14 @@ receive the `faceswap_compat` flag.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 
-from fsjax.losses import pixel, structural
+from fsjax.losses import flip, frequency, gradient, lpips, pixel, structural
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,18 +47,38 @@ LOSSES: Mapping[str, LossSpec] = types.MappingProxyType(
         "mae": LossSpec(pixel.mae),
         "mse": LossSpec(pixel.mse),
         "ssim": LossSpec(structural.ssim),
+        # Usable only through get(name, lpips_weights=folder); these stand-ins explain that.
+        "lpips_alex": LossSpec(lpips.unavailable("lpips_alex"), compat=True),
+        "lpips_squeeze": LossSpec(lpips.unavailable("lpips_squeeze")),
+        "lpips_vgg16": LossSpec(lpips.unavailable("lpips_vgg16")),
+        "logcosh": LossSpec(pixel.logcosh),
+        "smooth_loss": LossSpec(pixel.smooth_loss),
+        "l_inf_norm": LossSpec(pixel.l_inf_norm, spatial=False, compat=True),
+        "pixel_gradient_diff": LossSpec(gradient.pixel_gradient_diff, compat=True),
+        "laploss": LossSpec(gradient.laploss),
+        "ms_ssim": LossSpec(structural.ms_ssim),
+        "gmsd": LossSpec(structural.gmsd, compat=True),
+        "ffl": LossSpec(frequency.ffl, compat=True),
+        "flip": LossSpec(flip.ldr_flip),
     }
 )
 
 
-def get(name: str) -> LossSpec:
-    """The spec registered under `name`; unknown names raise ValueError listing the known ones."""
+def get(name: str, *, lpips_weights: str | os.PathLike | None = None) -> LossSpec:
+    """The spec registered under `name`; unknown names raise ValueError listing the known ones.
+
+    The LPIPS losses need `lpips_weights` (`LossConfig.lpips_weights`): their frozen networks
+    are loaded from that folder and bound into the returned spec.
+    """
     try:
-        return LOSSES[name]
+        spec = LOSSES[name]
     except KeyError:
         raise ValueError(
             f"unknown loss function {name!r}: choose one of {', '.join(sorted(LOSSES))}"
         ) from None
+    if lpips_weights is not None and name in lpips.LOSS_NETS:
+        return dataclasses.replace(spec, fn=lpips.loss_fn(name, lpips_weights))
+    return spec
 
 
 def per_sample(
