@@ -34,7 +34,10 @@ LOSS_FUNCTIONS = ("mae", "mse", "ssim", "logcosh", "smooth_loss", "l_inf_norm",
                   "ms_ssim", "gmsd", "ffl")
 # Faceswap offers these only as loss_function_2..4, never as the primary loss.
 SECONDARY_LOSS_FUNCTIONS = ("flip",)
-OPTIMIZERS = ("adam",)
+OPTIMIZERS = ("adabelief", "adam", "adamax", "adamw", "lion", "nadam", "rms-prop")
+CLIPPING = ("none", "autoclip", "global_norm", "norm", "value")
+LR_FINDER_MODES = ("set", "graph_and_set", "graph_and_exit")
+LR_FINDER_STRENGTHS = ("default", "aggressive", "extreme")
 DEMO_ITERATIONS = 300
 
 
@@ -240,18 +243,45 @@ class LossConfig:
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-    """Faceswap's `global.optimizer` options."""
+    """Faceswap's `global.optimizer` options and its learning-rate finder settings."""
 
     optimizer: str = "adam"
-    """Optimizer."""
+    """Optimizer (locked): adabelief, adam, adamax, adamw, lion, nadam or rms-prop."""
     learning_rate: float = 5e-5
-    """Learning rate."""
+    """Learning rate (changeable on resume)."""
     epsilon_exponent: int = -7
-    """Epsilon is 10 to this power (-20..0)."""
+    """Epsilon is 10 to this power (-20..0; not used by lion; AdaBelief wants about -16)."""
     ada_beta_1: float = 0.9
-    """First-moment decay (0..1)."""
+    """First-moment decay (0 <= value < 1, locked)."""
     ada_beta_2: float = 0.999
-    """Second-moment decay (0..1)."""
+    """Second-moment decay (0 <= value < 1, locked; also lion's momentum decay, as in
+    Faceswap)."""
+    ada_amsgrad: bool = False
+    """AMSGrad variant of adam, adamw and adabelief (locked)."""
+    weight_decay: float = 0.0
+    """Weight decay (0..1) on kernels only, never biases or 1-D weights: coupled L2 for adam,
+    adamax, nadam and rms-prop, decoupled for adamw, adabelief and lion."""
+    gradient_clipping: str = "none"
+    """none, autoclip (clip to a percentile of recent gradient norms), global_norm, norm (each
+    tensor by its own norm) or value (element-wise)."""
+    clipping_value: float = 1.0
+    """The clip norm or value (0..10); for autoclip the percentile / 10 (1.0 = 10th)."""
+    autoclip_history: int = 10000
+    """Gradient norms AutoClip remembers (1..100000; Faceswap's 0 crashes, so it is refused)."""
+    autoclip_per_tensor: bool = False
+    """AutoClip as Faceswap 2 did it: clip each tensor by its own norm, nearest-rank percentile."""
+    gradient_accumulation: int = 1
+    """Average the gradients of this many iterations per optimizer step (1..100)."""
+    lr_finder_iterations: int = 1000
+    """Steps the learning-rate finder sweeps 1e-10 -> 1e-1 over (100..10000, locked)."""
+    lr_finder_mode: str = "set"
+    """set: use the found rate; graph_and_set: also save the LR-vs-loss graph; graph_and_exit:
+    save the graph and the rate, then stop (locked)."""
+    lr_finder_strength: str = "default"
+    """The found rate is the best one / 10 (default), / 5 (aggressive) or / 2.5 (extreme)."""
+    faceswap_compat: bool = False
+    """Reproduce Faceswap's resume bug: the learning rate saved with the optimizer state wins
+    over a changed `learning_rate` (the finder's rate still applies)."""
 
     def __post_init__(self) -> None:
         _check_choice("optimizer.optimizer", self.optimizer, OPTIMIZERS)
@@ -260,8 +290,25 @@ class OptimizerConfig:
                 f"optimizer.learning_rate={self.learning_rate!r} is out of range: allowed (0, 1]"
             )
         _check_range("optimizer.epsilon_exponent", self.epsilon_exponent, -20, 0)
-        _check_range("optimizer.ada_beta_1", self.ada_beta_1, 0, 1)
-        _check_range("optimizer.ada_beta_2", self.ada_beta_2, 0, 1)
+        for option in ("ada_beta_1", "ada_beta_2"):
+            if not 0 <= getattr(self, option) < 1:
+                raise ConfigError(f"optimizer.{option}={getattr(self, option)!r} is out of "
+                                  "range: allowed 0 <= value < 1")
+        _check_range("optimizer.weight_decay", self.weight_decay, 0, 1)
+        _check_choice("optimizer.gradient_clipping", self.gradient_clipping, CLIPPING)
+        _check_range("optimizer.clipping_value", self.clipping_value, 0, 10)
+        if self.autoclip_history == 0:
+            raise ConfigError(
+                "optimizer.autoclip_history=0 is not allowed: an unlimited history does not fit "
+                "a fixed-size buffer (Faceswap documents 0 as unlimited but crashes); "
+                "use up to 100000"
+            )
+        _check_range("optimizer.autoclip_history", self.autoclip_history, 1, 100_000)
+        _check_range("optimizer.gradient_accumulation", self.gradient_accumulation, 1, 100)
+        _check_range("optimizer.lr_finder_iterations", self.lr_finder_iterations, 100, 10_000)
+        _check_choice("optimizer.lr_finder_mode", self.lr_finder_mode, LR_FINDER_MODES)
+        _check_choice("optimizer.lr_finder_strength", self.lr_finder_strength,
+                      LR_FINDER_STRENGTHS)
 
     @property
     def epsilon(self) -> float:
@@ -292,6 +339,23 @@ class TrainConfig:
     """Print the model summary and exit (`-u`)."""
     seed: int = 0
     """Root seed: initial weights, augmentation and sampling all derive from it."""
+    warmup: int = 0
+    """Ramp the learning rate linearly from 0 over this many optimizer steps at the start of
+    each session (`--warmup`, 0 = off)."""
+    use_lr_finder: bool = False
+    """Find the learning rate before a new model trains, and use the found one when resuming
+    (`--use-lr-finder`; settings in `optimizer.lr_finder_*`)."""
+    nan_protection: bool = True
+    """Stop, without saving, at the first non-finite loss or gradient."""
+    load_weights: pathlib.Path | None = None
+    """A new model starts its `load_layers` from this fsjax model folder (`--load-weights`;
+    ignored when resuming)."""
+    load_layers: tuple[str, ...] = ("encoder",)
+    """Sub-models `load_weights` initializes (e.g. encoder, decoder_a, fc_a)."""
+    freeze_weights: bool = False
+    """Keep `freeze_layers` fixed: no updates and no optimizer state (`--freeze-weights`)."""
+    freeze_layers: tuple[str, ...] = ("encoder",)
+    """Sub-models `freeze_weights` keeps fixed (changeable on resume)."""
 
     def __post_init__(self) -> None:
         _check_range("train.batch_size", self.batch_size, 1, 256)
@@ -300,6 +364,9 @@ class TrainConfig:
         _check_range("train.save_interval", self.save_interval, 1, 1_000_000)
         _check_range("train.snapshot_interval", self.snapshot_interval, 0, 1_000_000)
         _check_range("train.preview_images", self.preview_images, 2, 16)
+        _check_range("train.warmup", self.warmup, 0, 10_000_000)
+        if self.load_weights is not None and not pathlib.Path(self.load_weights).is_dir():
+            raise ConfigError(f"train.load_weights={str(self.load_weights)!r}: not a model folder")
 
 
 @dataclasses.dataclass(frozen=True)
