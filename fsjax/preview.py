@@ -70,3 +70,46 @@ def write_preview(path: pathlib.Path, image: np.ndarray) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data.tobytes())
     tmp.replace(path)
+
+
+def _resize(images: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (n,S,S,C) -> float32 (n,size,size,C) in [0, 1], box-averaged like INTER_AREA."""
+    x = np.asarray(images, np.float32) / 255.0
+    if x.ndim == 3:
+        x = x[..., None]
+    factor = x.shape[1] // size
+    if factor > 1:
+        n, h, w, c = x.shape
+        x = x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
+    return x
+
+
+class PreviewWriter:
+    """Renders `training_preview.png` for the same preview faces at every save."""
+
+    def __init__(self, batch: dict, spec_model) -> None:
+        from fsjax.training.step import make_predict_fn  # jax is only needed once previews are
+
+        size, out = spec_model.input_size, spec_model.output_sizes[-1]
+        self._faces = {}
+        for s in "ab":
+            mask = batch[s].get("mask_face")
+            self._faces[s] = {"feed": _resize(batch[s]["input"], size),
+                              "target": _resize(batch[s]["target"], out),
+                              "mask": None if mask is None else _resize(mask, out)}
+        self._predict = make_predict_fn(spec_model.module)
+
+    def write(self, path: pathlib.Path, variables) -> None:
+        import jax
+
+        a, b = self._faces["a"], self._faces["b"]
+        same = jax.device_get(self._predict(variables, a["feed"], b["feed"]))
+        # Swapped inputs: out["b"] is decoder_b on A faces (A > B), out["a"] decoder_a on B faces.
+        swap = jax.device_get(self._predict(variables, b["feed"], a["feed"]))
+        columns = (a["target"], same["a"]["faces"][-1], swap["b"]["faces"][-1],
+                   b["target"], same["b"]["faces"][-1], swap["a"]["faces"][-1])
+        # Prediction columns are tinted with the learned mask when the model has one.
+        masks = (a["mask"], same["a"].get("mask", a["mask"]), swap["b"].get("mask", a["mask"]),
+                 b["mask"], same["b"].get("mask", b["mask"]), swap["a"].get("mask", b["mask"]))
+        write_preview(path, render_preview(tuple(np.asarray(c, np.float32) for c in columns),
+                                           masks))

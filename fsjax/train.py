@@ -28,6 +28,10 @@ ALIASES = {
     "--write-image": "--config.train.write-image",
     "--no-logs": "--config.train.no-logs",
     "--summary": "--config.train.summary",
+    "--warmup": "--config.train.warmup",
+    "--use-lr-finder": "--config.train.use-lr-finder",
+    "--load-weights": "--config.train.load-weights",
+    "--freeze-weights": "--config.train.freeze-weights",
 }
 
 DESCRIPTION = (
@@ -98,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     from fsjax.data.faces import DataError
     from fsjax.data.header import FaceFileError
     from fsjax.training.loop import train_and_evaluate
+    from fsjax.training.lr_finder import LRFinderError
 
     try:
         train_and_evaluate(config)
-    except (DataError, FaceFileError, ConfigError, ModelFolderError, FloatingPointError) as err:
+    except (DataError, FaceFileError, ConfigError, ModelFolderError, FloatingPointError,
+            LRFinderError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0

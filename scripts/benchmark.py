@@ -19,7 +19,8 @@ from fsjax.models import get_model_module
 from fsjax.optim.optimizers import make_optimizer
 from fsjax.training import sharding
 from fsjax.training.loop import sample_spec
-from fsjax.training.step import make_init_fn, make_train_step
+from fsjax.training.resume import resolve_layers
+from fsjax.training.step import init_state, make_init_fn, make_train_step
 
 
 def fixed_batch(spec, batch_size: int, seed: int = 0) -> dict:
@@ -46,9 +47,13 @@ def time_step(config, batch_size: int, steps: int, log=print) -> tuple[float, fl
     sharding.check_batch_size(batch_size, mesh)
     tx = make_optimizer(config.optimizer)
     repl = sharding.replicated(mesh)
-    state = jax.jit(make_init_fn(model.module, tx, model.input_size), out_shardings=repl)(
-        jax.random.key(0))
-    step = make_train_step(model.module, tx, config.loss, mesh, model.input_size)
+    frozen = ()
+    if config.train.freeze_weights:
+        names = list(jax.eval_shape(make_init_fn(model.module, tx, model.input_size),
+                                    jax.random.key(0)).params)
+        frozen = resolve_layers(config.train.freeze_layers, names, "train.freeze_layers")
+    state = init_state(model.module, tx, model.input_size, jax.random.key(0), repl, frozen)
+    step = make_train_step(model.module, tx, config.loss, mesh, model.input_size, frozen)
     spec = sample_spec(config, max((model.input_size,) + model.output_sizes))
     batch = sharding.to_global(fixed_batch(spec, batch_size), sharding.batch_sharded(mesh))
     key = jax.device_put(jax.random.key(1), repl)

@@ -8,6 +8,13 @@ if "KERAS_HOME" not in os.environ:  # keep Keras from writing ~/.keras/keras.jso
     import tempfile
 
     os.environ["KERAS_HOME"] = tempfile.mkdtemp(prefix="fsjax-keras-")
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    # Many tests (and the command-line tests' subprocesses, which inherit this) compile the
+    # same programs; XLA:CPU compiles are slow on small machines, so the run shares a cache.
+    import tempfile
+
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="fsjax-xla-cache-")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 _flag = "--xla_force_host_platform_device_count=8"
 if _flag not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from tiny_model import TinyAutoencoder
 
 from fsjax.config import ExperimentConfig
 from fsjax.data.faces import load_sample, scan_folder
@@ -20,48 +21,6 @@ from fsjax.training.loop import sample_spec
 from fsjax.training.step import make_init_fn, make_train_step
 
 BATCH = 8  # per side: divisible by the 8 virtual devices
-
-
-class _TinyEncoder(nn.Module):
-    dtype: object
-    param_dtype: object
-
-    @nn.compact
-    def __call__(self, x):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        for f in (8, 16, 32, 32):  # 64 -> 4 px; the conv on 8x8 takes the space-to-depth path
-            x = blocks.conv2d_block(x, f, name=f"conv_{f}_{x.shape[1]}", **kw)
-        x = blocks.dense(x.reshape(x.shape[0], -1), 64, name="dense", **kw)
-        x = blocks.dense(x, 4 * 4 * 32, name="dense_1", **kw).reshape(-1, 4, 4, 32)
-        return blocks.upscale_block(x, 16, name="upscale", **kw)
-
-
-class _TinyDecoder(nn.Module):
-    dtype: object
-    param_dtype: object
-
-    @nn.compact
-    def __call__(self, x):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        for f in (16, 8, 8):
-            x = blocks.upscale_block(x, f, name=f"upscale_{f}_{x.shape[1]}", **kw)
-        return {"faces": (blocks.conv2d_output(x, 3, 5, name="face_out", **kw),)}
-
-
-class TinyAutoencoder(nn.Module):
-    """Original's structure from the same blocks at a fraction of the width (test-only)."""
-
-    dtype: object = jnp.float32
-    param_dtype: object = jnp.float32
-
-    def setup(self):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.encoder = _TinyEncoder(**kw)
-        self.decoder_a, self.decoder_b = _TinyDecoder(**kw), _TinyDecoder(**kw)
-
-    def __call__(self, face_a, face_b):
-        return {"a": self.decoder_a(self.encoder(face_a)),
-                "b": self.decoder_b(self.encoder(face_b))}
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,11 @@ class Checkpoints:
             enable_async_checkpointing=False,  # the state file must only name complete saves
             cleanup_tmp_directories=True,
         )
+        # Handlers named up front, so the saved tree's metadata can be read before a restore.
         self._manager = ocp.CheckpointManager(
-            self.directory, options=options, item_names=("state", "data_iter")
+            self.directory, options=options,
+            item_handlers={"state": ocp.StandardCheckpointHandler(),
+                           "data_iter": ocp.JsonCheckpointHandler()},
         )
 
     def latest_step(self) -> int | None:
@@ -46,13 +49,22 @@ class Checkpoints:
         )
         self._manager.wait_until_finished()
 
-    def restore(self, abstract_state: TrainState) -> tuple[TrainState, dict[str, Any]]:
-        """Restores the newest complete save onto the shardings of `abstract_state`."""
-        step = self._manager.latest_step()
+    def restore(self, sharding: jax.sharding.Sharding, step: int | None = None,
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Restores a save (default the newest complete one) as saved: nested dicts and lists of
+        arrays placed with `sharding`, whatever optimizer layout wrote them. `graft` fits it
+        onto the state this run builds."""
+        step = self._manager.latest_step() if step is None else step
+        if step is None:
+            raise FileNotFoundError(f"{self.directory}: no complete checkpoint")
+        metadata = self._manager.item_metadata(step)["state"]
+        tree = getattr(metadata, "tree", metadata)
+        abstract = jax.tree.map(
+            lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), tree)
         restored = self._manager.restore(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state),
+                state=ocp.args.StandardRestore(abstract),
                 data_iter=ocp.args.JsonRestore(),
             ),
         )

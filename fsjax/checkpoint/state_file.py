@@ -23,6 +23,9 @@ CHANGEABLE = (
     "mask_threshold", "learning_rate", "epsilon_exponent", "save_optimizer", "gradient_clipping",
     "clipping_value", "autoclip_history", "weight_decay", "gradient_accumulation",
 )
+# fsjax's own changeable additions (not in Faceswap's file): written so a session's record is
+# complete.
+FSJAX_CHANGEABLE = ("autoclip_per_tensor", "freeze_weights", "freeze_layers")
 
 
 LOWMEM_PLUGINS = ("original", "dfl_h128", "villain", "unbalanced")
@@ -45,12 +48,12 @@ def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
         "vertical_offset": config.data.vertical_offset,
         "icnr_init": config.model.icnr_init,
         "conv_aware_init": config.model.conv_aware_init,
-        "lr_finder_iterations": 1000,
-        "lr_finder_mode": "set",
-        "lr_finder_strength": "default",
+        "lr_finder_iterations": opt.lr_finder_iterations,
+        "lr_finder_mode": opt.lr_finder_mode,
+        "lr_finder_strength": opt.lr_finder_strength,
         "reflect_padding": config.model.reflect_padding,
         "mixed_precision": config.model.dtype != "float32",
-        "nan_protection": True,
+        "nan_protection": config.train.nan_protection,
         "convert_batchsize": 16,
         "loss_function": loss.loss_function,
         "loss_function_2": loss.loss_function_2,
@@ -72,15 +75,18 @@ def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
         "learning_rate": opt.learning_rate,
         "epsilon_exponent": opt.epsilon_exponent,
         "save_optimizer": "exit",
-        "gradient_clipping": "none",
-        "clipping_value": 1.0,
-        "autoclip_history": 10000,
-        "weight_decay": 0.0,
-        "gradient_accumulation": 1,
+        "gradient_clipping": opt.gradient_clipping,
+        "clipping_value": opt.clipping_value,
+        "autoclip_history": opt.autoclip_history,
+        "weight_decay": opt.weight_decay,
+        "gradient_accumulation": opt.gradient_accumulation,
         "ada_beta_1": opt.ada_beta_1,
         "ada_beta_2": opt.ada_beta_2,
-        "ada_amsgrad": False,
+        "ada_amsgrad": opt.ada_amsgrad,
     }
+    options["autoclip_per_tensor"] = opt.autoclip_per_tensor
+    options["freeze_weights"] = config.train.freeze_weights
+    options["freeze_layers"] = list(config.train.freeze_layers)
     if config.model.name in LOWMEM_PLUGINS:
         options["lowmem"] = config.model.lowmem
     plugin = getattr(config.model, config.model.name, None)  # the plugin's own options, if any
@@ -152,11 +158,44 @@ def record_session(
             "no_logs": no_logs,
             "batchsize": batch_size,
             "iterations": session_iterations,
-            "config": {k: options[k] for k in CHANGEABLE if k in options},
+            "config": {k: options[k] for k in CHANGEABLE + FSJAX_CHANGEABLE if k in options},
         }
+        # As Faceswap does, the model's own record of changeable options follows the latest run.
+        state["config"].update(state["sessions"][str(session_id)]["config"])
     state["iterations"] = total_iterations
 
 
 def next_session_id(state: dict[str, Any]) -> int:
     return max((int(k) for k in state["sessions"]), default=0) + 1
 
+
+
+def check_locked(stored: dict[str, Any], config: ExperimentConfig, path: pathlib.Path) -> None:
+    """Refuses a resume that changes an option locked at creation (models.md §3).
+
+    Faceswap silently keeps the stored value; fsjax stops before training so that the run the
+    user asked for is never quietly a different one. Options the stored file lacks (written by an
+    older version) are not compared.
+    """
+    requested = faceswap_options(config)
+    changed = [
+        (key, stored[key], requested[key]) for key in requested
+        if key in stored and key not in CHANGEABLE + FSJAX_CHANGEABLE
+        and _normal(stored[key]) != _normal(requested[key])
+    ]
+    if changed:
+        lines = "".join(f"\n  {key}: stored {old!r}, requested {new!r}"
+                        for key, old, new in changed)
+        raise ModelFolderError(
+            f"{path}: these options are locked when a model is created and cannot change on "
+            f"resume:{lines}\nUse the stored values, or a new model folder for new ones"
+        )
+
+
+def _normal(value: Any) -> Any:
+    """JSON turns tuples into lists and may write 1.0 for 1: compare like with like."""
+    if isinstance(value, (list, tuple)):
+        return [_normal(v) for v in value]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    return float(value)

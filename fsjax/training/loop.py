@@ -8,6 +8,7 @@ then saves and returns; running the same command again resumes from the newest c
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import shutil
@@ -27,12 +28,12 @@ from fsjax.config import ExperimentConfig
 from fsjax.data import faces, pipeline
 from fsjax.data.stored_masks import STORED_MASK_TYPES
 from fsjax.models import get_model_module
-from fsjax.optim.optimizers import make_optimizer
-from fsjax.preview import render_preview, write_preview
-from fsjax.training import sharding
+from fsjax.optim.optimizers import make_optimizer, optimizer_steps
+from fsjax.preview import PreviewWriter
+from fsjax.training import lr_finder, resume, sharding
 from fsjax.training.logs import MetricLogger, status_line
 from fsjax.training.state import TrainState
-from fsjax.training.step import make_init_fn, make_predict_fn, make_train_step
+from fsjax.training.step import init_state, make_init_fn, make_train_step
 
 
 class StopRequest:
@@ -99,7 +100,8 @@ def face_folders(config: ExperimentConfig) -> tuple[pathlib.Path, pathlib.Path]:
 
 
 def open_model_state(model_dir: pathlib.Path, name: str, config: ExperimentConfig) -> dict:
-    """Loads `<name>_state.json`, or starts a new one; refuses a folder holding another model."""
+    """Loads `<name>_state.json`, or starts a new one; refuses a folder holding another model
+    and a resume that changes a locked option."""
     model_dir.mkdir(parents=True, exist_ok=True)
     for other in model_dir.glob("*_state.json"):
         if other.name != f"{name}_state.json":
@@ -108,7 +110,11 @@ def open_model_state(model_dir: pathlib.Path, name: str, config: ExperimentConfi
                 f"use another --model-dir for a new '{name}' model"
             )
     path = state_file.state_path(model_dir, name)
-    return state_file.load_state(path) if path.exists() else state_file.new_state(name, config)
+    if not path.exists():
+        return state_file.new_state(name, config)
+    stored = state_file.load_state(path)
+    state_file.check_locked(stored.get("config", {}), config, path)
+    return stored
 
 
 def scan_side(side: str, folder: pathlib.Path, on_bad: str,
@@ -160,9 +166,17 @@ def train_and_evaluate(
     print(f"Faces: A {len(metas_a)} in {folder_a}, B {len(metas_b)} in {folder_b}", flush=True)
 
     init_key, train_key, data_key = jax.random.split(jax.random.key(config.train.seed), 3)
-    tx = make_optimizer(config.optimizer)
     repl = sharding.replicated(mesh)
-    init_fn = make_init_fn(spec_model.module, tx, spec_model.input_size)
+    available = list(jax.eval_shape(spec_model.module.init, init_key, *[jax.ShapeDtypeStruct(
+        (1, spec_model.input_size, spec_model.input_size, 3), np.float32)] * 2)["params"])
+    frozen = (resume.resolve_layers(config.train.freeze_layers, available, "train.freeze_layers")
+              if config.train.freeze_weights else ())
+    load_layers = (resume.resolve_layers(config.train.load_layers, available, "train.load_layers")
+                   if config.train.load_weights is not None else ())
+    base_tx = make_optimizer(config.optimizer)  # the state layout; the rate comes later
+    init_fn = make_init_fn(spec_model.module, base_tx, spec_model.input_size, frozen)
+    fresh = functools.partial(init_state, spec_model.module, base_tx, spec_model.input_size,
+                              init_key, repl, frozen)
     checkpoints = Checkpoints(model_dir, name)
     iterator = pipeline.make_train_iter(
         metas_a, metas_b, spec, config.augment, batch_size=config.train.batch_size,
@@ -170,27 +184,48 @@ def train_and_evaluate(
         pre_fetch=config.data.pre_fetch, shard_index=jax.process_index(),
         shard_count=jax.process_count(),
     )
-    if checkpoints.latest_step() is not None:
-        abstract = jax.tree.map(
-            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
-            jax.eval_shape(init_fn, init_key),
-        )
-        state, iter_state = checkpoints.restore(abstract)
-        iterator.set_state(iter_state)
-        print(f"Resuming '{name}' in {model_dir} at iteration {int(state.step)}", flush=True)
-    else:
-        state = jax.jit(init_fn, out_shardings=repl)(init_key)
-        print(f"New '{name}' model in {model_dir}", flush=True)
-
-    session = _Session(config, name, model_dir, model_state, checkpoints, iterator, spec_model,
-                       (metas_a, metas_b, spec), mesh)
+    session = None
     remove_handlers = stop.install()
     try:
-        step = make_train_step(spec_model.module, tx, config.loss, mesh, spec_model.input_size)
+        state, iter_state, report = resume.restore_or_init(checkpoints, init_fn, fresh, init_key,
+                                                           repl)
+        if iter_state is not None:
+            iterator.set_state(iter_state)
+            print(f"Resuming '{name}' in {model_dir} at iteration {int(state.step)}", flush=True)
+            if config.train.load_weights is not None:
+                print("--load-weights is ignored: it only applies to a new model", flush=True)
+        else:
+            print(f"New '{name}' model in {model_dir}", flush=True)
+            if config.train.load_weights is not None:
+                state = resume.load_weights(state, config.train.load_weights, name, load_layers,
+                                            repl)
+        if frozen:
+            print(f"Frozen (not trained): {', '.join(frozen)}", flush=True)
+        session = _Session(config, name, model_dir, model_state, checkpoints, iterator,
+                           spec_model, (metas_a, metas_b, spec), mesh)
+        if (config.train.use_lr_finder and iter_state is None
+                and (model_state.get("lr_finder") or -1) <= 0):
+            state = session.find_learning_rate(state, train_key, frozen)
+            if config.optimizer.lr_finder_mode == "graph_and_exit":
+                return state
+        learning_rate = resume.session_learning_rate(config, state, report,
+                                                     model_state.get("lr_finder"))
+        start = int(jax.device_get(optimizer_steps(state.opt_state)))
+        if config.train.warmup:
+            print(f"Learning rate warmup: 0 to {learning_rate:.1e} over the first "
+                  f"{config.train.warmup} optimizer steps", flush=True)
+        tx = make_optimizer(config.optimizer, resume.session_schedule(
+            learning_rate, config.train.warmup, start))
+        step = make_train_step(spec_model.module, tx, config.loss, mesh, spec_model.input_size,
+                               frozen)
         state = session.run(state, step, train_key, stop)
     finally:
         remove_handlers()
-        session.close()
+        if session is not None:
+            session.close()
+        else:
+            checkpoints.close()
+            iterator.close()
     return state
 
 
@@ -217,8 +252,7 @@ class _Session:
             None if self.config.train.no_logs
             else self.model_dir / f"{self.name}_logs" / f"session_{self.session_id}" / "train"
         )
-        self._predict: Any = None
-        self._preview: dict | None = None
+        self._preview: PreviewWriter | None = None
         self.timed_from: tuple[float, int] | None = None
 
     def run(self, state: TrainState, step_fn: Any, train_key: jax.Array,
@@ -230,7 +264,7 @@ class _Session:
             return state
         batch_sharding = sharding.batch_sharded(self.mesh)
         train_key = jax.device_put(train_key, sharding.replicated(self.mesh))
-        saved_at = total
+        self.saved_at = saved_at = total
         pending = None  # the step in flight: its metrics are read once the next one is dispatched
         while total < target and not stop:
             batch = sharding.to_global(next(self.iterator), batch_sharding)
@@ -249,7 +283,7 @@ class _Session:
                 self._report(*pending)  # the NaN check runs before anything is saved
                 pending = None
                 self.save(state)
-                saved_at = total
+                self.saved_at = saved_at = total
             if snapshot_due:
                 self._snapshot(total)
         if pending is not None:
@@ -263,12 +297,18 @@ class _Session:
 
     def _report(self, metrics: dict[str, jax.Array], total: int) -> None:
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not np.isfinite(values["total"]):
+        bad = [f"{k} = {v}" for k, v in sorted(values.items()) if not np.isfinite(v)]
+        if bad and self.config.train.nan_protection:
             raise FloatingPointError(
-                f"iteration {total}: the loss is not finite (A {values['loss_a']}, "
-                f"B {values['loss_b']}); stopped without saving"
+                f"iteration {total}: NaN protection stopped training without saving; not finite: "
+                f"{', '.join(bad)}. The last save (iteration {self.saved_at}) is intact: lower "
+                "the learning rate or roll back to a snapshot"
             )
-        self.history.append(values["total"])
+        if bad:
+            print(f"warning: iteration {total}: not finite: {', '.join(bad)} (NaN protection "
+                  "is off)", file=sys.stderr, flush=True)
+        else:
+            self.history.append(values["total"])
         now = time.time()
         if self.timed_from is None:  # the first step includes compilation: time from its end
             self.timed_from = (now, self.iterations)
@@ -277,6 +317,42 @@ class _Session:
         print(status_line(now - self.started, self.iterations, total, values["loss_a"],
                           values["loss_b"], rate), flush=True)
         self.logger.write(total, values)
+
+    def find_learning_rate(self, state: TrainState, train_key: jax.Array,
+                           frozen: tuple[str, ...]) -> TrainState:
+        """Runs the finder on the new model, stores the rate in the state file (and the graph),
+        and returns the starting state, restored bit-exactly."""
+        opt = self.config.optimizer
+        tx = make_optimizer(opt, lr_finder.sweep_schedule(opt.lr_finder_iterations))
+        step = make_train_step(self.spec_model.module, tx, self.config.loss, self.mesh,
+                               self.spec_model.input_size, frozen)
+        batch_sharding = sharding.batch_sharded(self.mesh)
+        batches = (sharding.to_global(b, batch_sharding) for b in self.iterator)
+        marks = {opt.lr_finder_iterations * i // 10 for i in range(1, 11)}
+
+        def progress(iteration: int, current: float, best: float) -> None:
+            if iteration in marks:
+                print(f"Learning rate finder: {iteration}/{opt.lr_finder_iterations}, "
+                      f"current {current:.1e}, best {best:.1e}", flush=True)
+
+        print(f"Finding the learning rate over {opt.lr_finder_iterations} iterations...",
+              flush=True)
+        key = jax.device_put(train_key, sharding.replicated(self.mesh))
+        rate, record, initial = lr_finder.find_learning_rate(
+            state, step, batches, key, iterations=opt.lr_finder_iterations,
+            strength=opt.lr_finder_strength, progress=progress)
+        state = jax.device_put(initial, sharding.replicated(self.mesh))
+        self.model_state["lr_finder"] = rate
+        print(f"Learning rate finder: {rate:.1e} ({opt.lr_finder_strength})", flush=True)
+        if opt.lr_finder_mode != "set":
+            print(f"Learning rate graph: {lr_finder.plot_sweep(record, self.model_dir)}",
+                  flush=True)
+        state_file.write_state(state_file.state_path(self.model_dir, self.name), self.model_state)
+        if opt.lr_finder_mode == "graph_and_exit":
+            self.checkpoints.save(state, self.iterator.get_state())  # the untrained model
+            print("lr_finder_mode=graph_and_exit: the rate is stored; stopping before training",
+                  flush=True)
+        return state
 
     def save(self, state: TrainState) -> None:
         iter_state = self.iterator.get_state()
@@ -303,26 +379,9 @@ class _Session:
         if self._preview is None:  # the same faces at every save, loaded once
             metas_a, metas_b, spec = self.preview_source
             n = min(self.config.train.preview_images, len(metas_a), len(metas_b))
-            batch = pipeline.preview_batch(metas_a, metas_b, spec, n, seed=0)
-            size, out = self.spec_model.input_size, self.spec_model.output_sizes[-1]
-            self._preview = {}
-            for s in "ab":
-                mask = batch[s].get("mask_face")
-                self._preview[s] = {"feed": _resize(batch[s]["input"], size),
-                                    "target": _resize(batch[s]["target"], out),
-                                    "mask": None if mask is None else _resize(mask, out)}
-            self._predict = make_predict_fn(self.spec_model.module)
-        a, b = self._preview["a"], self._preview["b"]
-        same = jax.device_get(self._predict(state.variables(), a["feed"], b["feed"]))
-        # Swapped inputs: out["b"] is decoder_b on A faces (A > B), out["a"] decoder_a on B faces.
-        swap = jax.device_get(self._predict(state.variables(), b["feed"], a["feed"]))
-        columns = (a["target"], same["a"]["faces"][-1], swap["b"]["faces"][-1],
-                   b["target"], same["b"]["faces"][-1], swap["a"]["faces"][-1])
-        # Prediction columns are tinted with the learned mask when the model has one.
-        masks = (a["mask"], same["a"].get("mask", a["mask"]), swap["b"].get("mask", a["mask"]),
-                 b["mask"], same["b"].get("mask", b["mask"]), swap["a"].get("mask", b["mask"]))
-        write_preview(self.model_dir / "training_preview.png", render_preview(
-            tuple(np.asarray(c, np.float32) for c in columns), masks))
+            self._preview = PreviewWriter(pipeline.preview_batch(metas_a, metas_b, spec, n, seed=0),
+                                          self.spec_model)
+        self._preview.write(self.model_dir / "training_preview.png", state.variables())
 
     def _snapshot(self, total: int) -> None:
         """Copies the just-saved model folder to the sibling `<folder>_snapshot_<N>_iters`."""
@@ -335,18 +394,6 @@ class _Session:
         self.logger.close()
         self.checkpoints.close()
         self.iterator.close()
-
-
-def _resize(images: np.ndarray, size: int) -> np.ndarray:
-    """uint8 (n,S,S,C) -> float32 (n,size,size,C) in [0, 1], box-averaged like INTER_AREA."""
-    x = np.asarray(images, np.float32) / 255.0
-    if x.ndim == 3:
-        x = x[..., None]
-    factor = x.shape[1] // size
-    if factor > 1:
-        n, h, w, c = x.shape
-        x = x.reshape(n, h // factor, factor, w // factor, factor, c).mean(axis=(2, 4))
-    return x
 
 
 def _config_json(config: ExperimentConfig) -> str:

@@ -15,7 +15,8 @@ class TrainState(flax.struct.PyTreeNode):
     Attributes:
         step: total optimizer steps taken (Faceswap's total iteration count).
         params: the model's parameter tree (`encoder`, `decoder_a`, ...).
-        opt_state: the optax state for `params`.
+        opt_state: the optax state for the trainable part of `params` (frozen sub-models have
+            none).
         model_state: non-trained variable collections (BatchNorm's `batch_stats`), `{}` for
             models without any.
     """
@@ -28,3 +29,10 @@ class TrainState(flax.struct.PyTreeNode):
     def variables(self) -> dict[str, Any]:
         """The variables `model.apply` takes."""
         return {"params": self.params, **self.model_state}
+
+
+def split_frozen(params: dict[str, Any], frozen: tuple[str, ...]) -> tuple[dict, dict]:
+    """`(trainable, frozen)` sub-model dicts: frozen sub-models get no gradient, no update and no
+    optimizer state."""
+    return ({k: v for k, v in params.items() if k not in frozen},
+            {k: v for k, v in params.items() if k in frozen})

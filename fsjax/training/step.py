@@ -15,8 +15,9 @@ from jax.sharding import Mesh
 from fsjax.config import LossConfig
 from fsjax.losses.collate import collate
 from fsjax.losses.masking import area_resize
+from fsjax.optim.optimizers import clip_threshold, current_learning_rate
 from fsjax.training import sharding
-from fsjax.training.state import TrainState
+from fsjax.training.state import TrainState, split_frozen
 
 Batch = dict[str, dict[str, jax.Array]]
 SIDES = ("a", "b")
@@ -60,8 +61,10 @@ def train_step(
     tx: optax.GradientTransformation,
     loss_config: LossConfig,
     input_size: int | None = None,
+    frozen: tuple[str, ...] = (),
 ) -> tuple[TrainState, dict[str, jax.Array]]:
-    """One optimizer step on a batch of both sides.
+    """One training iteration on a batch of both sides (an optimizer step, or one part of it
+    when gradients are accumulated).
 
     Args:
         state: parameters, optimizer state and step counter (donated).
@@ -69,13 +72,17 @@ def train_step(
         rng: the run's training key; this step's randomness is `fold_in(rng, state.step)`.
         input_size: the model's input size, when smaller than the loader's process size (the
             input is then area-resized, as Faceswap does before feeding the model).
+        frozen: sub-models (top-level parameter names) that are not trained.
 
     Returns:
-        The new state and scalar metrics named as Faceswap logs them (`total`, `face_A`, ...).
+        The new state and scalar metrics named as Faceswap logs them (`total`, `face_A`, ...),
+        plus `grad_norm`, `learning_rate` and, with AutoClip, `clip_threshold`.
     """
     step_rng = jax.random.fold_in(rng, state.step)
+    trainable, fixed = split_frozen(state.params, frozen)
 
-    def loss_fn(params: Any) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
+    def loss_fn(trainable: Any) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
+        params = {**trainable, **fixed}
         faces = [to_unit(batch[side]["input"]) for side in SIDES]
         if input_size is not None:
             faces = [area_resize(face, input_size, input_size) for face in faces]
@@ -94,10 +101,17 @@ def train_step(
         metrics["total"] = total
         return total, (metrics, dict(model_state))
 
-    (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    params = {**optax.apply_updates(trainable, updates), **fixed}
+    # Frozen sub-models keep their BatchNorm statistics too: nothing of theirs changes.
+    model_state = {col: {k: state.model_state[col][k] if k in frozen else v
+                         for k, v in tree.items()} for col, tree in model_state.items()}
     metrics["grad_norm"] = optax.tree.norm(grads)
+    if (rate := current_learning_rate(opt_state)) is not None:  # None: a foreign optimizer
+        metrics["learning_rate"] = rate
+    if (threshold := clip_threshold(opt_state)) is not None:
+        metrics["clip_threshold"] = threshold
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               model_state=model_state)
     return new_state, metrics
@@ -109,12 +123,13 @@ def make_train_step(
     loss_config: LossConfig,
     mesh: Mesh,
     input_size: int | None = None,
+    frozen: tuple[str, ...] = (),
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """Binds the static parts and jits once: state and rng replicated, batch split over `data`."""
     repl = sharding.replicated(mesh)
     return jax.jit(
         functools.partial(train_step, model=model, tx=tx, loss_config=loss_config,
-                          input_size=input_size),
+                          input_size=input_size, frozen=tuple(frozen)),
         in_shardings=(repl, sharding.batch_sharded(mesh), repl),
         out_shardings=(repl, repl),
         donate_argnums=(0,),
@@ -122,18 +137,43 @@ def make_train_step(
 
 
 def make_init_fn(
-    model: nn.Module, tx: optax.GradientTransformation, input_size: int
+    model: nn.Module, tx: optax.GradientTransformation, input_size: int,
+    frozen: tuple[str, ...] = (),
 ) -> Callable[[jax.Array], TrainState]:
-    """A function from a PRNG key to a fresh TrainState (jit it with a replicated out sharding)."""
+    """A function from a PRNG key to a fresh TrainState (jit it with a replicated out sharding);
+    the optimizer state covers the sub-models not in `frozen`."""
 
     def init(key: jax.Array) -> TrainState:
-        dummy = jnp.zeros((1, input_size, input_size, 3), jnp.float32)
-        variables = dict(model.init(key, dummy, dummy))
+        variables = _init_variables(model, input_size, key)
         params = variables.pop("params")
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+        opt_state = tx.init(split_frozen(params, frozen)[0])
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
                           model_state=variables)
 
     return init
+
+
+def _init_variables(model: nn.Module, input_size: int, key: jax.Array) -> dict[str, Any]:
+    dummy = jnp.zeros((1, input_size, input_size, 3), jnp.float32)
+    return dict(model.init(key, dummy, dummy))
+
+
+def init_state(
+    model: nn.Module, tx: optax.GradientTransformation, input_size: int, key: jax.Array,
+    sharding: jax.sharding.Sharding, frozen: tuple[str, ...] = (),
+) -> TrainState:
+    """A fresh TrainState placed with `sharding`, equal to `make_init_fn`'s.
+
+    The model's initializers (one threefry program per weight, slow to compile on CPU) are
+    compiled apart from the optimizer's, so with a persistent compilation cache that compile is
+    shared by every optimizer setting and frozen set of the same model.
+    """
+    variables = jax.jit(functools.partial(_init_variables, model, input_size),
+                        out_shardings=sharding)(key)
+    params = variables.pop("params")
+    opt_state = jax.jit(tx.init, out_shardings=sharding)(split_frozen(params, frozen)[0])
+    step = jax.device_put(jnp.zeros((), jnp.int32), sharding)
+    return TrainState(step=step, params=params, opt_state=opt_state, model_state=variables)
 
 
 def make_predict_fn(model: nn.Module) -> Callable[[Any, jax.Array, jax.Array], dict[str, Any]]:

@@ -1,0 +1,137 @@
+"""Where a run's state comes from: a resumed checkpoint, a fresh init, weights of another model.
+
+Also the session's learning rate: the configured or found rate, with Faceswap's per-session
+linear warmup, as an optax schedule over the optimizer's step count.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fsjax.checkpoint.graft import GraftError, GraftReport, graft, leaf_names
+from fsjax.checkpoint.manager import Checkpoints
+from fsjax.checkpoint.state_file import ModelFolderError
+from fsjax.config import ConfigError, ExperimentConfig
+from fsjax.optim.optimizers import current_learning_rate
+from fsjax.training.state import TrainState
+
+
+def resolve_layers(names: tuple[str, ...], available: list[str], option: str) -> tuple[str, ...]:
+    """Sub-model names as this model spells them. `encoder` also names a model's only encoder
+    (DFL-SAE's `encoder_df` / `encoder_liae`), as Faceswap's per-plugin defaults do."""
+    out = []
+    for name in names:
+        if name in available:
+            out.append(name)
+            continue
+        encoders = [k for k in available if k.startswith("encoder")]
+        if name == "encoder" and len(encoders) == 1:
+            out.append(encoders[0])
+            continue
+        raise ConfigError(f"{option}: this model has no sub-model {name!r}; it has "
+                          f"{', '.join(sorted(available))}")
+    return tuple(dict.fromkeys(out))
+
+
+def restore_or_init(
+    checkpoints: Checkpoints, init_fn: Callable[[jax.Array], TrainState],
+    fresh: Callable[[], TrainState], init_key: jax.Array, sharding: jax.sharding.Sharding,
+) -> tuple[TrainState, dict[str, Any] | None, GraftReport | None]:
+    """The newest save fitted onto this run's state layout (`init_fn`'s, traced only), its
+    iterator state and what was kept; or `fresh()` (no iterator state, no report) when the folder
+    has no save. Optimizer arrays the options changed start fresh."""
+    if checkpoints.latest_step() is None:
+        return fresh(), None, None
+    saved, iter_state = checkpoints.restore(sharding)
+    abstract = jax.eval_shape(init_fn, init_key)
+    try:
+        state, report = graft(abstract, saved)
+        if report.fresh:  # only then are real initial values needed
+            state, report = graft(fresh(), saved)
+    except GraftError as err:
+        raise ModelFolderError(f"{checkpoints.directory}: {err}") from err
+    if message := report.summary():
+        print(message, flush=True)
+    return state, iter_state, report
+
+
+def load_weights(state: TrainState, folder: pathlib.Path, name: str, layers: tuple[str, ...],
+                 sharding: jax.sharding.Sharding) -> TrainState:
+    """Copies `layers` (sub-models, with their BatchNorm statistics) from the newest save of the
+    fsjax model folder `folder`, which must hold the same plugin; every weight is shape-checked
+    and the load is reported."""
+    folder = pathlib.Path(folder)
+    held = [p.name[: -len("_state.json")] for p in folder.glob("*_state.json")]
+    if held and name not in held:
+        raise ModelFolderError(f"--load-weights {folder}: it holds a '{held[0]}' model; weights "
+                               f"can only be loaded from a '{name}' model")
+    source = Checkpoints(folder, name)
+    try:
+        if source.latest_step() is None:
+            raise ModelFolderError(f"--load-weights {folder}: no saved '{name}' model in it")
+        saved, _ = source.restore(sharding)
+    finally:
+        source.close()
+    variables = {"params": dict(state.params),
+                 **{k: dict(v) for k, v in state.model_state.items()}}
+    loaded = {}
+    for collection, tree in variables.items():
+        source_tree = saved.get("params" if collection == "params" else "model_state", {})
+        if collection != "params":
+            source_tree = source_tree.get(collection, {})
+        for layer in layers:
+            if layer not in tree:
+                continue
+            if layer not in source_tree:
+                raise ModelFolderError(f"--load-weights {folder}: its model has no {layer}")
+            ours, theirs = leaf_names(tree[layer]), leaf_names(source_tree[layer])
+            for weight, leaf in ours.items():
+                other = theirs.get(weight)
+                if other is None or tuple(other.shape) != tuple(leaf.shape):
+                    found = "missing" if other is None else f"shape {tuple(other.shape)}"
+                    raise ModelFolderError(
+                        f"--load-weights {folder}: {collection} {layer}.{weight} is {found}; "
+                        f"this model needs {tuple(leaf.shape)}")
+            extra = sorted(set(theirs) - set(ours))
+            if extra:
+                raise ModelFolderError(f"--load-weights {folder}: {layer} has weights this "
+                                       f"model lacks: {', '.join(extra[:5])}")
+            tree[layer] = jax.tree.map(lambda _, new: new, tree[layer], source_tree[layer])
+            if collection == "params":
+                loaded[layer] = sum(int(np.prod(v.shape)) for v in ours.values())
+    for layer in layers:
+        print(f"Loaded weights of {layer} ({loaded[layer]:,} parameters) from {folder}",
+              flush=True)
+    params = variables.pop("params")
+    return state.replace(params=params, model_state=variables)
+
+
+def session_schedule(learning_rate: float, warmup: int, start: int) -> Callable[[Any], Any]:
+    """The rate for optimizer step `count`: Faceswap's warmup ramps it linearly per session,
+    `rate * k / warmup` for the session's k-th step (so the first step uses 0), then `rate`."""
+    if warmup <= 0:
+        return lambda count: learning_rate
+    return lambda count: learning_rate * jnp.minimum(1.0, (count - start) / warmup)
+
+
+def session_learning_rate(config: ExperimentConfig, state: TrainState,
+                          report: GraftReport | None, found: float | None) -> float:
+    """The session's base rate: with `--use-lr-finder` the found one (`found`, from the state
+    file); else the configured one, or under `optimizer.faceswap_compat` the rate saved with a
+    restored optimizer state (Faceswap's bug: torch restores it with the state)."""
+    if config.train.use_lr_finder:
+        if found is not None and found > 0:
+            print(f"Using the learning rate found by the finder: {found:.1e}", flush=True)
+            return float(found)
+        print("warning: --use-lr-finder: this model has no found learning rate (it was created "
+              "without the finder); using the configured one", file=sys.stderr, flush=True)
+    if config.optimizer.faceswap_compat and report is not None and report.kept_optimizer:
+        return float(jax.device_get(current_learning_rate(state.opt_state)))
+    return config.optimizer.learning_rate
