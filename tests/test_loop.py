@@ -86,3 +86,33 @@ def test_state_file_records_build_switches_and_plugin_options():
     unbalanced = state_file.faceswap_options(ExperimentConfig(model=ModelConfig(
         name="unbalanced", lowmem=True)))
     assert unbalanced["lowmem"] is True and unbalanced["complexity_decoder_b"] == 512
+
+
+def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
+    from fsjax.checkpoint.lock import ModelLock
+
+    first = ModelLock(tmp_path)
+    with pytest.raises(state_file.ModelFolderError,
+                       match=rf"another training run is using this model folder \(process "
+                             rf"{os.getpid()}\)"):
+        ModelLock(tmp_path)
+    first.release()
+    ModelLock(tmp_path).release()  # free again once the first run ends
+
+
+def test_a_killed_run_leaves_no_stale_lock(tmp_path):
+    import subprocess
+    import sys
+
+    from fsjax.checkpoint.lock import ModelLock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fsjax.checkpoint.lock import ModelLock; "
+         "ModelLock(sys.argv[1]); print('locked', flush=True); time.sleep(60)", str(tmp_path)],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(state_file.ModelFolderError, match=f"process {holder.pid}"):
+        ModelLock(tmp_path)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(timeout=30)
+    ModelLock(tmp_path).release()  # the kernel dropped the dead run's lock

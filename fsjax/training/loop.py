@@ -23,6 +23,7 @@ import jax
 import numpy as np
 
 from fsjax.checkpoint import state_file
+from fsjax.checkpoint.lock import ModelLock
 from fsjax.checkpoint.manager import Checkpoints
 from fsjax.config import ExperimentConfig
 from fsjax.data import faces, pipeline
@@ -161,7 +162,21 @@ def train_and_evaluate(
     metas_b = scan_side("B", folder_b, config.data.bad_faces, stored_mask)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.train.batch_size, mesh)
-    model_state = open_model_state(model_dir, name, config)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    lock = ModelLock(model_dir)  # held until this function returns, however it returns
+    try:
+        model_state = open_model_state(model_dir, name, config)
+        return _train(config, stop, model_dir, spec_model, model_state, mesh,
+                      (metas_a, metas_b), (folder_a, folder_b))
+    finally:
+        lock.release()
+
+
+def _train(config: ExperimentConfig, stop: StopRequest, model_dir: pathlib.Path, spec_model: Any,
+           model_state: dict, mesh: Any, metas: tuple, folders: tuple) -> TrainState:
+    """The run itself, once the inputs are checked and the folder is locked."""
+    name = spec_model.name
+    (metas_a, metas_b), (folder_a, folder_b) = metas, folders
     spec = sample_spec(config, max((spec_model.input_size,) + spec_model.output_sizes))
     print(f"Faces: A {len(metas_a)} in {folder_a}, B {len(metas_b)} in {folder_b}", flush=True)
 
