@@ -17,42 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from loss_inputs import inputs, reference
 
 import fsjax.losses as fl
 from fsjax.config import LossConfig
 
 SIMPLE_TOL = 1e-5  # single loss functions
 COMPOSITE_TOL = 1e-4  # collator sums of several masked terms
-
-
-@functools.cache
-def _reference(path: str) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return dict(data)
-
-
-@functools.cache
-def _inputs() -> dict[str, np.ndarray]:
-    """Redraw the fixture's inputs: faces, then masks, then learned-mask tensors."""
-    rng = np.random.default_rng(0)
-    out: dict[str, np.ndarray] = {}
-    for size, suffix in ((64, ""), (128, ""), (64, "_b"), (128, "_b")):
-        true = rng.random((2, size, size, 3), dtype=np.float32)
-        noise = rng.normal(0.0, 0.05, true.shape).astype(np.float32)
-        out[f"y_true{suffix}_{size}"] = true
-        out[f"y_pred{suffix}_{size}"] = np.clip(true + noise, 0.0, 1.0)
-    for size in (64, 128):
-        for side in "ab":
-            for kind in ("face", "eye", "mouth"):
-                # Stored NCHW (2, 1, S, S) in the fixture; fsjax wants NHWC.
-                mask = rng.random((2, 1, size, size), dtype=np.float32)
-                out[f"mask_{kind}_{side}_{size}"] = mask.transpose(0, 2, 3, 1)
-    for size, side in ((64, "a"), (64, "b"), (128, "a"), (128, "b")):
-        target = rng.random((2, size, size, 1), dtype=np.float32)
-        noise = rng.normal(0.0, 0.1, target.shape).astype(np.float32)
-        out[f"mask_target_{side}_{size}"] = target
-        out[f"mask_pred_{side}_{size}"] = np.clip(target + noise, 0.0, 1.0)
-    return out
 
 
 @functools.cache
@@ -66,12 +37,12 @@ _collate_jit = jax.jit(fl.collate, static_argnums=0, static_argnames="side")
 
 @pytest.fixture(scope="module")
 def ref(data_dir) -> dict[str, np.ndarray]:
-    return _reference(str(data_dir / "losses_64.npz"))
+    return reference(str(data_dir / "losses_64.npz"))
 
 
 @pytest.fixture(scope="module")
 def inp() -> dict[str, np.ndarray]:
-    return _inputs()
+    return inputs()
 
 
 def _side(inp: dict, side: str, size: int) -> tuple[np.ndarray, np.ndarray, dict]:

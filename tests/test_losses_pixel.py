@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from loss_inputs import inputs, reference
 
 import fsjax.losses as fl
 from fsjax.config import LOSS_FUNCTIONS, LossConfig
@@ -27,35 +28,14 @@ COMPAT = ("l_inf_norm", "pixel_gradient_diff")  # the two whose default differs 
 BETA = 1.0 / 255.0
 
 
-@functools.cache
-def _reference(path: str) -> dict[str, np.ndarray]:
-    with np.load(path) as data:
-        return dict(data)
-
-
-@functools.cache
-def _inputs() -> dict[str, np.ndarray]:
-    """Redraw the fixture's faces (all four sets, to keep the order) and side a's 64 px masks."""
-    rng = np.random.default_rng(0)
-    out: dict[str, np.ndarray] = {}
-    for size, suffix in ((64, ""), (128, ""), (64, "_b"), (128, "_b")):
-        true = rng.random((2, size, size, 3), dtype=np.float32)
-        noise = rng.normal(0.0, 0.05, true.shape).astype(np.float32)
-        out[f"y_true{suffix}_{size}"] = true
-        out[f"y_pred{suffix}_{size}"] = np.clip(true + noise, 0.0, 1.0)
-    for kind in ("face", "eye", "mouth"):
-        out[f"mask_{kind}_a_64"] = rng.random((2, 1, 64, 64), dtype=np.float32)  # NCHW
-    return out
-
-
 @pytest.fixture(scope="module")
 def ref(data_dir) -> dict[str, np.ndarray]:
-    return _reference(str(data_dir / "losses_pixel.npz"))
+    return reference(str(data_dir / "losses_pixel.npz"))
 
 
 @pytest.fixture(scope="module")
 def inp() -> dict[str, np.ndarray]:
-    return _inputs()
+    return inputs()
 
 
 def _rel_err(actual, expected) -> float:
@@ -107,8 +87,7 @@ def test_l_inf_norm_raw(ref, inp):
 @pytest.mark.parametrize("name", NAMES)
 def test_per_sample_masked(ref, inp, name):
     cfg = LossConfig(loss_function=name, loss_function_2="none", faceswap_compat=True)
-    masks = {f"mask_{k}": inp[f"mask_{k}_a_64"].transpose(0, 2, 3, 1) for k in ("face", "eye",
-                                                                              "mouth")}
+    masks = {f"mask_{k}": inp[f"mask_{k}_a_64"] for k in ("face", "eye", "mouth")}
     true, pred = _pair(inp)
     loss = jax.jit(functools.partial(fl.side_losses, cfg))([true], [pred], **masks)
     assert _rel_err(loss.unweighted[0][name], ref[f"{name}.64.per_sample_masked"]) < TOL

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from loss_inputs import inputs, reference
 
 import fsjax.losses as fl
 from fsjax.config import ConfigError, LossConfig
@@ -25,33 +26,14 @@ COMPAT = ("gmsd", "ffl")  # losses with a faceswap_compat switch
 TOL = {"ms_ssim": 1e-4, "gmsd": 1e-5, "ffl": 1e-4, "flip": 1e-4}
 
 
-@functools.cache
-def _inputs() -> dict[str, np.ndarray]:
-    """Redraw the fixture's faces and masks (NHWC), in the generator's draw order."""
-    rng = np.random.default_rng(0)
-    out: dict[str, np.ndarray] = {}
-    for size, suffix in ((64, ""), (128, ""), (64, "_b"), (128, "_b")):
-        true = rng.random((2, size, size, 3), dtype=np.float32)
-        noise = rng.normal(0.0, 0.05, true.shape).astype(np.float32)
-        out[f"y_true{suffix}_{size}"] = true
-        out[f"y_pred{suffix}_{size}"] = np.clip(true + noise, 0.0, 1.0)
-    for size in (64, 128):
-        for side in "ab":
-            for kind in ("face", "eye", "mouth"):
-                mask = rng.random((2, 1, size, size), dtype=np.float32)
-                out[f"mask_{kind}_{side}_{size}"] = mask.transpose(0, 2, 3, 1)
-    return out
-
-
 @pytest.fixture(scope="module")
 def ref(data_dir) -> dict[str, np.ndarray]:
-    with np.load(data_dir / "losses_structural.npz") as data:
-        return dict(data)
+    return reference(str(data_dir / "losses_structural.npz"))
 
 
 @pytest.fixture(scope="module")
 def inp() -> dict[str, np.ndarray]:
-    return _inputs()
+    return inputs()
 
 
 def _rel(actual, expected) -> float:

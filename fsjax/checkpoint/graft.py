@@ -21,18 +21,11 @@ import numpy as np
 _ACCUMULATION_WRAPPER = "inner_opt_state."
 
 
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    raise TypeError(f"unexpected pytree key {key!r}")
-
-
 def leaf_names(tree: Any) -> dict[str, Any]:
     """Dotted names (`opt_state.optimizer.inner_state.0.mu.encoder...`) -> leaves, the way orbax
     names saved arrays; empty optimizer states have no leaves."""
     flat, _ = jax.tree_util.tree_flatten_with_path(tree)
-    return {".".join(_key_name(k) for k in path): leaf for path, leaf in flat}
+    return {jax.tree_util.keystr(path, simple=True, separator="."): leaf for path, leaf in flat}
 
 
 def canonical(name: str) -> str:

@@ -35,17 +35,10 @@ _COUPLED = ("adam", "adamax", "nadam", "rms-prop")
 _RMSPROP_DECAY = 0.99
 
 
-def _key_name(key: Any) -> str:
-    for attr in ("key", "name", "idx"):
-        if hasattr(key, attr):
-            return str(getattr(key, attr))
-    return str(key)
-
-
 def decay_mask(params: optax.Params) -> Any:
     """True for the leaves Faceswap decays: more than one dimension and a name not ending "bias"."""
     def keep(path, leaf):
-        name = _key_name(path[-1]) if path else ""
+        name = jax.tree_util.keystr(path[-1:], simple=True)
         return jnp.ndim(leaf) > 1 and not name.endswith("bias")
 
     return jax.tree_util.tree_map_with_path(keep, params)
