@@ -18,7 +18,7 @@ from fsjax.config import load_experiment
 from fsjax.models import get_model_module
 from fsjax.optim.optimizers import make_optimizer
 from fsjax.training import sharding
-from fsjax.training.loop import sample_spec
+from fsjax.training.inputs import sample_spec
 from fsjax.training.resume import resolve_layers
 from fsjax.training.step import init_state, make_init_fn, make_train_step
 

@@ -56,7 +56,7 @@ def load_benchmark() -> ModuleType:
 def data_spec(config: ExperimentConfig, size: int | None) -> SampleSpec:
     """The experiment's training SampleSpec, at `size` if given."""
     from fsjax.models import get_model_module
-    from fsjax.training.loop import sample_spec
+    from fsjax.training.inputs import sample_spec
 
     model = get_model_module(config.model.name).build(config)
     spec = sample_spec(config, max((model.input_size,) + tuple(model.output_sizes)))
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
 
     config = load_experiment(args.config)
     if args.faces_a is None:
-        from fsjax.training.loop import face_folders
+        from fsjax.training.inputs import face_folders
 
         folders = face_folders(config)
     else:

@@ -75,3 +75,20 @@ def check_manifest():
         return total
 
     return check
+
+
+@pytest.fixture
+def tiny_loop(monkeypatch):
+    """The real loop on `tiny_model` and one device (test_step covers eight)."""
+    import types
+
+    import jax
+    from tiny_model import tiny_spec
+
+    from fsjax.training import loop, sharding
+
+    module = types.SimpleNamespace(build=lambda config: tiny_spec(config.model.name))
+    monkeypatch.setattr(loop, "get_model_module", lambda name: module)
+    make_mesh = sharding.make_mesh
+    monkeypatch.setattr(sharding, "make_mesh",
+                        lambda devices=None: make_mesh(devices or jax.devices()[:1]))

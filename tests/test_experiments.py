@@ -28,7 +28,8 @@ EXPECTED_PARAMS = {"original.py": 82_062_470, "original_lowmem.py": 60_565_126,
                    "phaze_a_dfl_sae_liae.py": 121_620_151,
                    "phaze_a_dfl_saehd_df.py": 52_897_926,
                    "phaze_a_dfl_saehd_liae.py": 87_777_027, "phaze_a_dny512.py": 39_324_982,
-                   "phaze_a_dny1024.py": 53_483_830}
+                   "phaze_a_dny1024.py": 53_483_830,
+                   "phaze_a_tiny.py": 4_605_523}  # fsjax's own small Phaze-A
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.name)

@@ -10,7 +10,9 @@ from fsjax.checkpoint import state_file
 from fsjax.config import ExperimentConfig
 from fsjax.data.demo import write_demo_faces
 from fsjax.data.header import FaceFileError
-from fsjax.training.loop import StopRequest, open_model_state, scan_side
+from fsjax.training.inputs import scan_side
+from fsjax.training.loop import open_model_state
+from fsjax.training.stop import StopRequest
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])

@@ -4,22 +4,19 @@ of its width, one device): the learning-rate finder, loading and freezing weight
 
 import dataclasses
 import json
-import types
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from tiny_model import TinyAutoencoder, tiny_spec
+from tiny_model import TinyAutoencoder, loop_config
 
 from fsjax.checkpoint.graft import leaf_names
-from fsjax.config import DataConfig, ExperimentConfig, OptimizerConfig, TrainConfig
+from fsjax.config import OptimizerConfig
 from fsjax.data.demo import write_demo_faces
 from fsjax.optim.optimizers import current_learning_rate, make_optimizer
 from fsjax.training import loop, sharding
 from fsjax.training.step import init_state
-
-BATCH = 2
 
 
 @pytest.fixture(scope="module")
@@ -27,29 +24,10 @@ def faces(tmp_path_factory):
     return write_demo_faces(tmp_path_factory.mktemp("demo"), count=26, size=128, seed=4)
 
 
-@pytest.fixture
-def tiny_loop(monkeypatch):
-    """The real loop on the tiny model and one device (test_step covers eight)."""
-    module = types.SimpleNamespace(build=lambda config: tiny_spec(config.model.name))
-    monkeypatch.setattr(loop, "get_model_module", lambda name: module)
-    make_mesh = sharding.make_mesh
-    monkeypatch.setattr(sharding, "make_mesh",
-                        lambda devices=None: make_mesh(devices or jax.devices()[:1]))
-
-
-def _config(model_dir, faces, optimizer=None, **train):
-    train = dict(dict(batch_size=BATCH, no_logs=True, write_image=False, save_interval=50),
-                 **train)
-    return ExperimentConfig(
-        data=DataConfig(faces_a=faces[0], faces_b=faces[1], num_processes=0),
-        optimizer=optimizer or OptimizerConfig(),
-        train=TrainConfig(model_dir=model_dir, **train))
-
-
 def test_loop_finder_stores_the_rate_and_a_resume_uses_it(tmp_path, faces, tiny_loop, capsys):
     model_dir = tmp_path / "model"
     optimizer = OptimizerConfig(lr_finder_iterations=400, lr_finder_mode="graph_and_exit")
-    config = _config(model_dir, faces, optimizer, use_lr_finder=True, iterations=5)
+    config = loop_config(model_dir, faces, optimizer, use_lr_finder=True, iterations=5)
     state = loop.train_and_evaluate(config)
     stored = json.loads((model_dir / "original_state.json").read_text())
     assert stored["lr_finder"] > 0 and stored["iterations"] == 0
@@ -62,8 +40,8 @@ def test_loop_finder_stores_the_rate_and_a_resume_uses_it(tmp_path, faces, tiny_
 
 
 def test_loop_loads_and_freezes_weights(tmp_path, faces, tiny_loop, capsys):
-    source = loop.train_and_evaluate(_config(tmp_path / "source", faces, iterations=2, seed=1))
-    config = _config(tmp_path / "new", faces, iterations=3, seed=2, freeze_weights=True,
+    source = loop.train_and_evaluate(loop_config(tmp_path / "source", faces, iterations=2, seed=1))
+    config = loop_config(tmp_path / "new", faces, iterations=3, seed=2, freeze_weights=True,
                      load_weights=tmp_path / "source")
     state = loop.train_and_evaluate(config)
     out = capsys.readouterr().out
@@ -111,7 +89,7 @@ def _poisoning(at_call):
 def test_nan_protection_stops_before_anything_is_saved(tmp_path, faces, tiny_loop, monkeypatch):
     monkeypatch.setattr(loop, "make_train_step", _poisoning(at_call=3))
     model_dir = tmp_path / "model"
-    config = _config(model_dir, faces, iterations=10, save_interval=5)
+    config = loop_config(model_dir, faces, iterations=10, save_interval=5)
     with pytest.raises(FloatingPointError) as err:
         loop.train_and_evaluate(config)
     message = str(err.value)

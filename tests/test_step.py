@@ -17,7 +17,7 @@ from fsjax.models.original import build
 from fsjax.nn import blocks
 from fsjax.optim.optimizers import make_optimizer
 from fsjax.training import sharding
-from fsjax.training.loop import sample_spec
+from fsjax.training.inputs import sample_spec
 from fsjax.training.step import make_init_fn, make_train_step
 
 BATCH = 8  # per side: divisible by the 8 virtual devices

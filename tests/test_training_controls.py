@@ -27,7 +27,7 @@ from fsjax.config import (
 )
 from fsjax.data.faces import load_sample, scan_folder
 from fsjax.optim.optimizers import current_learning_rate, make_optimizer, optimizer_steps
-from fsjax.training import loop, lr_finder, resume, sharding
+from fsjax.training import inputs, loop, lr_finder, resume, sharding
 from fsjax.training.step import init_state, make_init_fn, make_train_step
 
 BATCH = 2
@@ -35,7 +35,7 @@ BATCH = 2
 
 @pytest.fixture(scope="module")
 def batch(data_dir):
-    spec = loop.sample_spec(ExperimentConfig(), 64)
+    spec = inputs.sample_spec(ExperimentConfig(), 64)
     out = {}
     for side in ("a", "b"):
         metas = scan_folder(data_dir / "faces" / side.upper(), min_faces=1)
@@ -202,14 +202,14 @@ def test_a_checkpoint_of_another_shape_is_an_error_naming_the_weight(mesh):
 def test_accumulated_gradients_reach_the_large_batch_result(data_dir):
     """4 micro-batches of 2 per optimizer step give what batches of 8 give (float64, where no
     rounding tie can flip Adam's first, sign-like step)."""
-    spec = loop.sample_spec(ExperimentConfig(), 64)
+    spec = inputs.sample_spec(ExperimentConfig(), 64)
     large = {}
     for side in ("a", "b"):
         metas = scan_folder(data_dir / "faces" / side.upper(), min_faces=1)
         faces = np.stack([load_sample(metas[i % len(metas)], spec)["image"] for i in range(8)])
         # Different warps per face: flip some, so micro-batches differ from each other.
-        inputs = np.stack([f[:, ::-1] if i % 3 else f for i, f in enumerate(faces)])
-        large[side] = {"input": inputs, "target": faces}
+        stacked = np.stack([f[:, ::-1] if i % 3 else f for i, f in enumerate(faces)])
+        large[side] = {"input": stacked, "target": faces}
     micro = [jax.tree.map(lambda x, i=i: x[2 * i:2 * i + 2], large) for i in range(4)]
     loss = dataclasses.replace(ExperimentConfig().loss, penalized_mask_loss=False,
                                eye_multiplier=1.0, mouth_multiplier=1.0)

@@ -54,3 +54,19 @@ def tiny_spec(name: str = "original") -> ModelSpec:
     """A ModelSpec for the loop, named like the plugin it stands in for."""
     return ModelSpec(module=TinyAutoencoder(), name=name, input_size=64, output_sizes=(64,),
                      learn_mask=False)
+
+
+BATCH = 2
+
+
+def loop_config(model_dir, faces, optimizer=None, **train):
+    """An experiment for the loop on the tiny model: batch 2, no logs or previews, saves every
+    50 iterations unless `train` says otherwise."""
+    from fsjax.config import DataConfig, ExperimentConfig, OptimizerConfig, TrainConfig
+
+    train = dict(dict(batch_size=BATCH, no_logs=True, write_image=False, save_interval=50),
+                 **train)
+    return ExperimentConfig(
+        data=DataConfig(faces_a=faces[0], faces_b=faces[1], num_processes=0),
+        optimizer=optimizer or OptimizerConfig(),
+        train=TrainConfig(model_dir=model_dir, **train))

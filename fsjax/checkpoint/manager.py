@@ -1,74 +1,165 @@
-"""Orbax checkpoints inside the model folder: the train state and the data iterator, saved together.
+"""Orbax checkpoints inside the model folder: the model with its data iterator, and the optimizer.
 
-Each save is a directory `<model_dir>/<name>_checkpoints/<step>/` that orbax writes under a
-temporary name and renames when complete, so an interrupted save is never restored; its
-leftovers are removed on the next save.
+A save is `<model_dir>/<name>_checkpoints/<step>/` (step, weights, BatchNorm statistics, the data
+iterator) and, when the optimizer is saved, `<model_dir>/<name>_optimizer/<step>/`. Orbax writes
+each under a temporary name and renames it when complete, so a save is either all there or
+absent. The optimizer is written first: the model's rename is the commit point, and an optimizer
+state is only ever used with the model save of the same step. Keeping the two apart is what lets
+Faceswap's `save_optimizer = exit` add the optimizer to a step already saved without it.
 """
 
 from __future__ import annotations
 
 import pathlib
+import re
+import shutil
+import sys
+import time
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
+from fsjax.checkpoint.state_file import ModelFolderError
 from fsjax.training.state import TrainState
+
+_TMP = re.compile(r"\.orbax-checkpoint-tmp")
+
+
+class SaveError(ModelFolderError):
+    """A save could not be written (disk full, unwritable folder); earlier saves are intact."""
+
+
+def free_space(path: pathlib.Path) -> str:
+    """Free space on the disk holding `path`, for error messages."""
+    for candidate in (path, *path.parents):
+        try:
+            return f"{shutil.disk_usage(candidate).free / 2**20:,.0f} MiB free"
+        except OSError:
+            continue
+    return "free space unknown"
+
+
+def remove_leftovers(folder: pathlib.Path, what: str) -> list[pathlib.Path]:
+    """Deletes the temporary directories of interrupted orbax saves in `folder`, warning."""
+    removed = [p for p in sorted(pathlib.Path(folder).glob("*")) if _TMP.search(p.name)]
+    for path in removed:
+        print(f"warning: removing an interrupted {what} save: {path}", file=sys.stderr,
+              flush=True)
+        shutil.rmtree(path, ignore_errors=True)
+    return removed
 
 
 class Checkpoints:
     """Saves and restores `(TrainState, data iterator state)` pairs in a model folder."""
 
-    def __init__(self, model_dir: pathlib.Path, name: str, *, max_to_keep: int = 2) -> None:
-        self.directory = pathlib.Path(model_dir).absolute() / f"{name}_checkpoints"
-        options = ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep,
-            create=True,
-            enable_async_checkpointing=False,  # the state file must only name complete saves
-            cleanup_tmp_directories=True,
-        )
-        # Handlers named up front, so the saved tree's metadata can be read before a restore.
-        self._manager = ocp.CheckpointManager(
-            self.directory, options=options,
+    def __init__(self, model_dir: pathlib.Path, name: str, *, max_to_keep: int = 2,
+                 writable: bool = True) -> None:
+        """`writable` is for the run that holds the folder's lock: it removes the leftovers of
+        interrupted saves, with a warning. A reader (`--load-weights`) touches nothing, since
+        another run may be saving there."""
+        model_dir = pathlib.Path(model_dir).absolute()
+        self.directory = model_dir / f"{name}_checkpoints"
+        self.optimizer_directory = model_dir / f"{name}_optimizer"
+        if writable:
+            for folder, what in ((self.directory, "model"),
+                                 (self.optimizer_directory, "optimizer")):
+                remove_leftovers(folder, what)  # before orbax's own, silent, clean-up
+        # Synchronous saves: the state file must only name complete saves. Handlers are named up
+        # front, so a saved tree's metadata can be read before a restore.
+        self._model = ocp.CheckpointManager(
+            self.directory, options=_options(max_to_keep, writable),
             item_handlers={"state": ocp.StandardCheckpointHandler(),
-                           "data_iter": ocp.JsonCheckpointHandler()},
-        )
+                           "data_iter": ocp.JsonCheckpointHandler()})
+        self._optimizer = ocp.CheckpointManager(
+            self.optimizer_directory, options=_options(max_to_keep, writable),
+            item_handlers={"opt_state": ocp.StandardCheckpointHandler()})
 
     def latest_step(self) -> int | None:
-        return self._manager.latest_step()
+        return self._model.latest_step()
 
-    def save(self, state: TrainState, data_iter_state: dict[str, Any]) -> None:
+    def has_optimizer(self, step: int) -> bool:
+        return step in self._optimizer.all_steps()
+
+    def step_directories(self, step: int) -> list[pathlib.Path]:
+        """The directories holding save `step` (the model's, and the optimizer's if saved)."""
+        dirs = [self.directory / str(step)]
+        if self.has_optimizer(step):
+            dirs.append(self.optimizer_directory / str(step))
+        return dirs
+
+    def save(self, state: TrainState, data_iter_state: dict[str, Any], *,
+             with_optimizer: bool = True) -> None:
+        """Saves the state's step; when that step is already saved, only adds the optimizer state
+        if it is asked for and missing. Raises SaveError, leaving earlier saves intact."""
         step = int(jax.device_get(state.step))
-        self._manager.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state),
-                data_iter=ocp.args.JsonSave(data_iter_state),
-            ),
-            force=True,
-        )
-        self._manager.wait_until_finished()
+        if with_optimizer and not self.has_optimizer(step):
+            self._write(self._optimizer, self.optimizer_directory, step,
+                        opt_state=ocp.args.StandardSave(state.opt_state))
+        if step not in self._model.all_steps():
+            model = {"step": state.step, "params": state.params, "model_state": state.model_state}
+            self._write(self._model, self.directory, step,
+                        state=ocp.args.StandardSave(model),
+                        data_iter=ocp.args.JsonSave(data_iter_state))
+
+    def _write(self, manager: ocp.CheckpointManager, folder: pathlib.Path, step: int,
+               **items: Any) -> None:
+        try:
+            manager.save(step, args=ocp.args.Composite(**items), force=True)
+            manager.wait_until_finished()
+        except Exception as err:  # orbax and tensorstore wrap OSErrors in their own types
+            _remove_failed(manager, folder)
+            raise SaveError(
+                f"{folder}: the save of iteration {step} failed: {err} ({free_space(folder)}). "
+                "The earlier saves are intact: free some space or make the folder writable, then "
+                "run the same command again to resume from the last save"
+            ) from err
 
     def restore(self, sharding: jax.sharding.Sharding, step: int | None = None,
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Restores a save (default the newest complete one) as saved: nested dicts and lists of
-        arrays placed with `sharding`, whatever optimizer layout wrote them. `graft` fits it
-        onto the state this run builds."""
-        step = self._manager.latest_step() if step is None else step
+        arrays placed with `sharding`, whatever optimizer layout wrote them, with the optimizer
+        state of the same step if it was saved. `graft` fits it onto the state this run builds."""
+        step = self._model.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"{self.directory}: no complete checkpoint")
-        metadata = self._manager.item_metadata(step)["state"]
-        tree = getattr(metadata, "tree", metadata)
-        abstract = jax.tree.map(
-            lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), tree)
-        restored = self._manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract),
-                data_iter=ocp.args.JsonRestore(),
-            ),
-        )
-        return restored["state"], restored["data_iter"]
+        restored = self._model.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_abstract(self._model, step, "state", sharding)),
+            data_iter=ocp.args.JsonRestore()))
+        state = dict(restored["state"])
+        if self.has_optimizer(step):
+            state["opt_state"] = self._optimizer.restore(step, args=ocp.args.Composite(
+                opt_state=ocp.args.StandardRestore(
+                    _abstract(self._optimizer, step, "opt_state", sharding))))["opt_state"]
+        return state, restored["data_iter"]
 
     def close(self) -> None:
-        self._manager.close()
+        self._model.close()
+        self._optimizer.close()
+
+
+def _remove_failed(manager: ocp.CheckpointManager, folder: pathlib.Path) -> None:
+    """Best effort: removes a failed save's temporary folder once the writes still in flight on
+    orbax's threads stop touching it; whatever survives goes when the next run starts."""
+    try:
+        manager.wait_until_finished()
+    except Exception:  # noqa: BLE001 - the first error is the one reported
+        pass
+    for _ in range(20):
+        if not remove_leftovers(folder, "failed"):
+            break
+        time.sleep(0.1)
+
+
+def _options(max_to_keep: int, writable: bool) -> ocp.CheckpointManagerOptions:
+    return ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=writable,
+                                        enable_async_checkpointing=False,
+                                        cleanup_tmp_directories=writable)
+
+
+def _abstract(manager: ocp.CheckpointManager, step: int, item: str,
+              sharding: jax.sharding.Sharding) -> Any:
+    metadata = manager.item_metadata(step)[item]
+    tree = getattr(metadata, "tree", metadata)
+    return jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), tree)

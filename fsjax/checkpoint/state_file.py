@@ -74,7 +74,7 @@ def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
         "optimizer": opt.optimizer,
         "learning_rate": opt.learning_rate,
         "epsilon_exponent": opt.epsilon_exponent,
-        "save_optimizer": "exit",
+        "save_optimizer": opt.save_optimizer,
         "gradient_clipping": opt.gradient_clipping,
         "clipping_value": opt.clipping_value,
         "autoclip_history": opt.autoclip_history,
@@ -125,10 +125,15 @@ def load_state(path: pathlib.Path) -> dict[str, Any]:
 
 def write_state(path: pathlib.Path, state: dict[str, Any]) -> None:
     """Writes the state file so that a crash leaves either the old or the new file, never half."""
+    write_text_atomic(path, json.dumps(state, indent=2))
+
+
+def write_text_atomic(path: pathlib.Path, text: str) -> None:
+    """write-temp + fsync + rename (+ fsync of the folder): the old or the new file, never half."""
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(state, f, indent=2)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -167,7 +172,6 @@ def record_session(
 
 def next_session_id(state: dict[str, Any]) -> int:
     return max((int(k) for k in state["sessions"]), default=0) + 1
-
 
 
 def check_locked(stored: dict[str, Any], config: ExperimentConfig, path: pathlib.Path) -> None:

@@ -36,6 +36,7 @@ LOSS_FUNCTIONS = ("mae", "mse", "ssim", "logcosh", "smooth_loss", "l_inf_norm",
 SECONDARY_LOSS_FUNCTIONS = ("flip",)
 OPTIMIZERS = ("adabelief", "adam", "adamax", "adamw", "lion", "nadam", "rms-prop")
 CLIPPING = ("none", "autoclip", "global_norm", "norm", "value")
+SAVE_OPTIMIZER = ("never", "always", "exit")
 LR_FINDER_MODES = ("set", "graph_and_set", "graph_and_exit")
 LR_FINDER_STRENGTHS = ("default", "aggressive", "extreme")
 DEMO_ITERATIONS = 300
@@ -261,6 +262,10 @@ class OptimizerConfig:
     weight_decay: float = 0.0
     """Weight decay (0..1) on kernels only, never biases or 1-D weights: coupled L2 for adam,
     adamax, nadam and rms-prop, decoupled for adamw, adabelief and lion."""
+    save_optimizer: str = "exit"
+    """Save the optimizer state with the model: never, always, or exit (only in the save made
+    when training stops cleanly). Snapshots always include it. Without it a resume starts the
+    optimizer afresh (changeable)."""
     gradient_clipping: str = "none"
     """none, autoclip (clip to a percentile of recent gradient norms), global_norm, norm (each
     tensor by its own norm) or value (element-wise)."""
@@ -295,6 +300,7 @@ class OptimizerConfig:
                 raise ConfigError(f"optimizer.{option}={getattr(self, option)!r} is out of "
                                   "range: allowed 0 <= value < 1")
         _check_range("optimizer.weight_decay", self.weight_decay, 0, 1)
+        _check_choice("optimizer.save_optimizer", self.save_optimizer, SAVE_OPTIMIZER)
         _check_choice("optimizer.gradient_clipping", self.gradient_clipping, CLIPPING)
         _check_range("optimizer.clipping_value", self.clipping_value, 0, 10)
         if self.autoclip_history == 0:

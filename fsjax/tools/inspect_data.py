@@ -208,7 +208,7 @@ def inspect(config: ExperimentConfig, options: ToolOptions) -> list[pathlib.Path
     from fsjax.data import pipeline  # after parsing: --help stays quick
     from fsjax.data.stored_masks import STORED_MASK_TYPES
     from fsjax.models import get_model_module
-    from fsjax.training.loop import face_folders, sample_spec, scan_side
+    from fsjax.training.inputs import face_folders, sample_spec, scan_side
 
     model = get_model_module(config.model.name).build(config)
     folder_a, folder_b = face_folders(config)

@@ -11,93 +11,28 @@ import dataclasses
 import functools
 import json
 import pathlib
-import shutil
-import signal
 import sys
-import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import jax
 import numpy as np
 
-from fsjax.checkpoint import state_file
+from fsjax.checkpoint import folder, state_file
 from fsjax.checkpoint.lock import ModelLock
-from fsjax.checkpoint.manager import Checkpoints
+from fsjax.checkpoint.manager import Checkpoints, SaveError, free_space
 from fsjax.config import ExperimentConfig
-from fsjax.data import faces, pipeline
+from fsjax.data import pipeline
 from fsjax.data.stored_masks import STORED_MASK_TYPES
 from fsjax.models import get_model_module
 from fsjax.optim.optimizers import make_optimizer, optimizer_steps
 from fsjax.preview import PreviewWriter
 from fsjax.training import lr_finder, resume, sharding
+from fsjax.training.inputs import data_seed, face_folders, sample_spec, scan_side
 from fsjax.training.logs import MetricLogger, status_line
 from fsjax.training.state import TrainState
 from fsjax.training.step import init_state, make_init_fn, make_train_step
-
-
-class StopRequest:
-    """Set by Ctrl-C / SIGTERM (or a caller); the loop finishes its step, saves and returns.
-
-    A second Ctrl-C raises KeyboardInterrupt at once: saves are atomic, so nothing is corrupted.
-    """
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def __bool__(self) -> bool:
-        return self._event.is_set()
-
-    def install(self) -> Callable[[], None]:
-        """Installs the signal handlers (main thread only); returns a function that removes them."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum: int, frame: Any) -> None:
-            if self and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            self.set()
-            print(f"\n{signal.Signals(signum).name}: saving and stopping after this iteration "
-                  "(Ctrl-C again to quit at once)", flush=True)
-
-        for s in previous:
-            signal.signal(s, handler)
-        return lambda: [signal.signal(s, h) for s, h in previous.items()]
-
-
-def sample_spec(config: ExperimentConfig, process_size: int) -> faces.SampleSpec:
-    """What each training sample holds, following Faceswap's mask rules (data.md §2.6)."""
-    loss = config.loss
-    need_face = loss.mask_type != "none" and (loss.penalized_mask_loss or loss.learn_mask)
-    return faces.SampleSpec(
-        size=process_size,
-        centering=config.data.centering,
-        coverage=config.data.coverage,
-        vertical_offset=config.data.vertical_offset,
-        mask_type=loss.mask_type if need_face else "none",
-        mask_dilation=loss.mask_dilation,
-        mask_blur_kernel=loss.mask_blur_kernel,
-        mask_threshold=loss.mask_threshold,
-        faceswap_compat=config.data.faceswap_compat,
-        eye_mask=loss.penalized_mask_loss and loss.eye_multiplier > 1,
-        mouth_mask=loss.penalized_mask_loss and loss.mouth_multiplier > 1,
-    )
-
-
-def face_folders(config: ExperimentConfig) -> tuple[pathlib.Path, pathlib.Path]:
-    """The user's folders, or the demo set (written on first use)."""
-    if not config.data.uses_demo:
-        return pathlib.Path(config.data.faces_a), pathlib.Path(config.data.faces_b)
-    from fsjax.data import demo  # only the demo run needs the face generator
-
-    root = config.data.demo_dir or demo.default_demo_dir()
-    print(f"No face folders given: using the built-in demo faces in {root}", flush=True)
-    return demo.write_demo_faces(pathlib.Path(root), seed=0)
+from fsjax.training.stop import StopRequest
 
 
 def open_model_state(model_dir: pathlib.Path, name: str, config: ExperimentConfig) -> dict:
@@ -116,34 +51,6 @@ def open_model_state(model_dir: pathlib.Path, name: str, config: ExperimentConfi
     stored = state_file.load_state(path)
     state_file.check_locked(stored.get("config", {}), config, path)
     return stored
-
-
-def scan_side(side: str, folder: pathlib.Path, on_bad: str,
-              stored_mask: str | None = None) -> list[faces.FaceMeta]:
-    """Scans one side's folder with a progress line, warning about skipped or few faces."""
-    show = sys.stderr.isatty()
-
-    def progress(done: int, total: int) -> None:
-        if show and (done == total or done % 50 == 0):
-            end = "\n" if done == total else ""
-            print(f"\rScanning side {side}: {done}/{total} files", end=end, file=sys.stderr,
-                  flush=True)
-
-    scan = faces.scan_faces(folder, on_bad=on_bad, progress=progress, stored_mask=stored_mask)
-    if scan.skipped:
-        listed = "".join(f"\n  {path}: {reason}" for path, reason in scan.skipped[:20])
-        more = f"\n  ... and {len(scan.skipped) - 20} more" if len(scan.skipped) > 20 else ""
-        print(f"warning: side {side}: skipped {len(scan.skipped)} face files that cannot be "
-              f"used:{listed}{more}", file=sys.stderr, flush=True)
-    if len(scan.faces) < faces.WARN_FACES:
-        print(f"warning: side {side} has only {len(scan.faces)} faces; Faceswap recommends at "
-              f"least {faces.WARN_FACES}", file=sys.stderr, flush=True)
-    return scan.faces
-
-
-def data_seed(key: jax.Array) -> int:
-    """A host integer seed for the grain pipeline, derived from the run's root key."""
-    return int(jax.random.randint(key, (), 0, np.iinfo(np.int32).max))
 
 
 def train_and_evaluate(
@@ -192,6 +99,7 @@ def _train(config: ExperimentConfig, stop: StopRequest, model_dir: pathlib.Path,
     init_fn = make_init_fn(spec_model.module, base_tx, spec_model.input_size, frozen)
     fresh = functools.partial(init_state, spec_model.module, base_tx, spec_model.input_size,
                               init_key, repl, frozen)
+    folder.remove_leftovers(model_dir, name)  # under the lock: no other run is saving here
     checkpoints = Checkpoints(model_dir, name)
     iterator = pipeline.make_train_iter(
         metas_a, metas_b, spec, config.augment, batch_size=config.train.batch_size,
@@ -279,7 +187,7 @@ class _Session:
             return state
         batch_sharding = sharding.batch_sharded(self.mesh)
         train_key = jax.device_put(train_key, sharding.replicated(self.mesh))
-        self.saved_at = saved_at = total
+        self.saved_at = total
         pending = None  # the step in flight: its metrics are read once the next one is dispatched
         while total < target and not stop:
             batch = sharding.to_global(next(self.iterator), batch_sharding)
@@ -297,14 +205,11 @@ class _Session:
                     or snapshot_due):
                 self._report(*pending)  # the NaN check runs before anything is saved
                 pending = None
-                self.save(state)
-                self.saved_at = saved_at = total
-            if snapshot_due:
-                self._snapshot(total)
+                self.save(state, exit=total >= target or bool(stop), snapshot=snapshot_due)
         if pending is not None:
             self._report(*pending)
-        if saved_at != total:
-            self.save(state)
+        if self.iterations:  # the exit save: only the optimizer is added if this step is saved
+            self.save(state, exit=True)
         reason = "target reached" if total >= target else "stop requested"
         print(f"Stopped at iteration {total} ({reason}); model saved in {self.model_dir}",
               flush=True)
@@ -364,31 +269,72 @@ class _Session:
                   flush=True)
         state_file.write_state(state_file.state_path(self.model_dir, self.name), self.model_state)
         if opt.lr_finder_mode == "graph_and_exit":
-            self.checkpoints.save(state, self.iterator.get_state())  # the untrained model
+            self.checkpoints.save(state, self.iterator.get_state())  # the untrained model, an exit
             print("lr_finder_mode=graph_and_exit: the rate is stored; stopping before training",
                   flush=True)
         return state
 
-    def save(self, state: TrainState) -> None:
-        iter_state = self.iterator.get_state()
-        self.checkpoints.save(state, iter_state)
+    def save(self, state: TrainState, *, exit: bool = False, snapshot: bool = False) -> None:
+        """Faceswap's save: the checkpoint (with the optimizer as `save_optimizer` says; always
+        for a snapshot), the state file, the backup when the loss average is the best so far,
+        the snapshot, the logs and the preview."""
         total = int(jax.device_get(state.step))
-        if self.history:
-            avg = float(np.mean(self.history))
-            lowest = self.model_state.get("lowest_avg_loss")
-            if lowest is None or avg < lowest:
-                self.model_state["lowest_avg_loss"] = avg
-            self.history = []
+        mode = self.config.optimizer.save_optimizer
+        with_optimizer = snapshot or mode == "always" or (mode == "exit" and exit)
+        repeat = total == self.saved_at  # already on disk: at most the optimizer is added
+        if repeat and (not with_optimizer or self.checkpoints.has_optimizer(total)):
+            return
+        self.checkpoints.save(state, self.iterator.get_state(), with_optimizer=with_optimizer)
+        average, backup = self._loss_average()
         state_file.record_session(
             self.model_state, self.session_id, batch_size=self.config.train.batch_size,
             session_iterations=self.iterations, total_iterations=total,
             no_logs=self.config.train.no_logs, config=self.config, started=self.started,
         )
-        state_file.write_state(state_file.state_path(self.model_dir, self.name), self.model_state)
-        (self.model_dir / "config.json").write_text(_config_json(self.config))
-        self.logger.flush()
-        if self.config.train.write_image:
-            self._write_preview(state)
+        try:
+            state_file.write_state(state_file.state_path(self.model_dir, self.name),
+                                   self.model_state)
+            state_file.write_text_atomic(self.model_dir / "config.json",
+                                         _config_json(self.config))
+            if backup:
+                folder.write_backup(self.model_dir, self.name, total,
+                                    self.checkpoints.step_directories(total))
+            if snapshot:
+                target = folder.copy_save(self.model_dir, self.name,
+                                          self.checkpoints.step_directories(total),
+                                          folder.snapshot_path(self.model_dir, total), logs=True)
+        except OSError as err:
+            raise SaveError(
+                f"{self.model_dir}: the save of iteration {total} failed: {err} "
+                f"({free_space(self.model_dir)}). The checkpoint of iteration {total} is "
+                "complete; free some space or make the folder writable, then run the same "
+                "command again to resume from it") from err
+        self.saved_at = total
+        line = f"[Saved model] iteration {total}"
+        if average is not None:
+            line += f" - Average total loss since last save: {average:.5f}"
+        print(line + (" [Model backed up]" if backup else ""), flush=True)
+        if snapshot:
+            print(f"Snapshot of iteration {total} in {target}", flush=True)
+        if not repeat:
+            self.logger.flush()
+            if self.config.train.write_image:
+                self._write_preview(state)
+
+    def _loss_average(self) -> tuple[float | None, bool]:
+        """The mean total loss since the last save, and whether this save is the backup:
+        Faceswap 3's rule, a mean below every earlier save's, never at the model's first save."""
+        if not self.history:
+            return None, False
+        average, self.history = float(np.mean(self.history)), []
+        lowest = self.model_state.get("lowest_avg_loss")
+        if not lowest:  # Faceswap's test: None, or 0 from an older file
+            self.model_state["lowest_avg_loss"] = average
+            return average, False
+        if average < lowest:
+            self.model_state["lowest_avg_loss"] = average
+            return average, True
+        return average, False
 
     def _write_preview(self, state: TrainState) -> None:
         if self._preview is None:  # the same faces at every save, loaded once
@@ -397,13 +343,6 @@ class _Session:
             self._preview = PreviewWriter(pipeline.preview_batch(metas_a, metas_b, spec, n, seed=0),
                                           self.spec_model)
         self._preview.write(self.model_dir / "training_preview.png", state.variables())
-
-    def _snapshot(self, total: int) -> None:
-        """Copies the just-saved model folder to the sibling `<folder>_snapshot_<N>_iters`."""
-        target = self.model_dir.with_name(f"{self.model_dir.name}_snapshot_{total}_iters")
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(self.model_dir, target)
-        print(f"Snapshot of iteration {total} in {target}", flush=True)
 
     def close(self) -> None:
         self.logger.close()

@@ -50,6 +50,10 @@ def restore_or_init(
     if checkpoints.latest_step() is None:
         return fresh(), None, None
     saved, iter_state = checkpoints.restore(sharding)
+    if "opt_state" not in saved:
+        print(f"The save of iteration {checkpoints.latest_step()} holds no optimizer state "
+              "(optimizer.save_optimizer): the optimizer starts afresh, as in Faceswap",
+              flush=True)
     abstract = jax.eval_shape(init_fn, init_key)
     try:
         state, report = graft(abstract, saved)
@@ -57,7 +61,7 @@ def restore_or_init(
             state, report = graft(fresh(), saved)
     except GraftError as err:
         raise ModelFolderError(f"{checkpoints.directory}: {err}") from err
-    if message := report.summary():
+    if "opt_state" in saved and (message := report.summary()):
         print(message, flush=True)
     return state, iter_state, report
 
@@ -72,7 +76,7 @@ def load_weights(state: TrainState, folder: pathlib.Path, name: str, layers: tup
     if held and name not in held:
         raise ModelFolderError(f"--load-weights {folder}: it holds a '{held[0]}' model; weights "
                                f"can only be loaded from a '{name}' model")
-    source = Checkpoints(folder, name)
+    source = Checkpoints(folder, name, writable=False)
     try:
         if source.latest_step() is None:
             raise ModelFolderError(f"--load-weights {folder}: no saved '{name}' model in it")
