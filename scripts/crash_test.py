@@ -101,7 +101,7 @@ def check_folder(model_dir: pathlib.Path) -> list[str]:
 def trial(base: list[str], env: dict[str, str], model_dir: pathlib.Path, rng: random.Random,
           last_saved: int) -> tuple[list[str], int, str]:
     """Starts a run, kills it, checks its start; returns problems, the last reported save and
-    how it was killed."""
+    how it was killed (and whether this run found and removed a save the last kill cut short)."""
     expected = complete_steps(model_dir)
     run = Run(base + ["--iterations", "1000000"], env)
     problems, started = [], None
@@ -144,6 +144,8 @@ def trial(base: list[str], env: dict[str, str], model_dir: pathlib.Path, rng: ra
     elif started != want:
         problems.append(f"started at {started}, newest complete checkpoint is {want}")
     problems += check_folder(model_dir)
+    if "removing an interrupted" in output or "removing the leftover" in output:
+        mode += ", resumed past an interrupted save"
     return problems, last_saved, mode
 
 
