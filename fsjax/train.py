@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     jax.config.update("jax_threefry_partitionable", True)
     from fsjax.models import get_model_module
 
-    spec = get_model_module(config.model.name).build(config)
+    try:  # options that only the model can check (Phaze-A's layer arithmetic)
+        spec = get_model_module(config.model.name).build(config)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if config.train.summary:
         from fsjax.training.summary import print_summary
 

@@ -76,6 +76,15 @@ def test_invalid_options_are_refused_before_anything_is_built(args, message, cap
     assert message in err
 
 
+def test_options_only_the_model_can_check_are_refused_cleanly(capsys):
+    code = main(["--config", TINY, "--summary", "--config.model.phaze-a.fc-dimensions", "4",
+                 "--config.model.phaze-a.fc-min-filters", "16"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: model.phaze_a: the fully connected model ends with 256 units")
+    assert "Traceback" not in err
+
+
 def _broken_faces(faces, tmp_path, kind):
     folder_a = tmp_path / "A"
     shutil.copytree(faces[0], folder_a)

@@ -41,11 +41,11 @@ def free_space(path: pathlib.Path) -> str:
 
 
 def remove_leftovers(folder: pathlib.Path, what: str) -> list[pathlib.Path]:
-    """Deletes the temporary directories of interrupted orbax saves in `folder`, warning."""
+    """Deletes the temporary directories of unfinished orbax saves in `folder`, warning that it
+    removes `what` ("an interrupted model save", ...)."""
     removed = [p for p in sorted(pathlib.Path(folder).glob("*")) if _TMP.search(p.name)]
     for path in removed:
-        print(f"warning: removing an interrupted {what} save: {path}", file=sys.stderr,
-              flush=True)
+        print(f"warning: removing {what}: {path}", file=sys.stderr, flush=True)
         shutil.rmtree(path, ignore_errors=True)
     return removed
 
@@ -64,7 +64,8 @@ class Checkpoints:
         if writable:
             for folder, what in ((self.directory, "model"),
                                  (self.optimizer_directory, "optimizer")):
-                remove_leftovers(folder, what)  # before orbax's own, silent, clean-up
+                # before orbax's own, silent, clean-up
+                remove_leftovers(folder, f"an interrupted {what} save")
         # Synchronous saves: the state file must only name complete saves. Handlers are named up
         # front, so a saved tree's metadata can be read before a restore.
         self._model = ocp.CheckpointManager(
@@ -146,7 +147,7 @@ def _remove_failed(manager: ocp.CheckpointManager, folder: pathlib.Path) -> None
     except Exception:  # noqa: BLE001 - the first error is the one reported
         pass
     for _ in range(20):
-        if not remove_leftovers(folder, "failed"):
+        if not remove_leftovers(folder, "a failed save"):
             break
         time.sleep(0.1)
 
