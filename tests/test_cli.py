@@ -116,7 +116,7 @@ def test_bad_faces_fail_before_training_naming_the_file(faces, tmp_path, kind, m
     assert not (tmp_path / "model" / "original_checkpoints").exists()
 
 
-def test_run_stops_on_sigint_saves_and_resumes(faces, tmp_path):
+def test_run_stops_on_sigint_and_saves_with_the_optimizer(faces, tmp_path):
     model_dir = tmp_path / "model"
     args = ["--faces-a", str(faces[0]), "--faces-b", str(faces[1]), "--model-dir", str(model_dir),
             "--batch-size", "2", "--save-interval", "100", "--config.data.num-processes", "0"]
@@ -142,23 +142,10 @@ def test_run_stops_on_sigint_saves_and_resumes(faces, tmp_path):
     assert preview.shape == (int(64 / 4.5) + 7 * 64, 12 * 64, 3)  # 14 faces per side, 7 rows
     assert list((model_dir / "phaze_a_logs" / "session_1" / "train").glob("events.out.*"))
     assert f"Stopped at iteration {stopped} (stop requested)" in "".join(lines)
+    assert (model_dir / "phaze_a_optimizer" / str(stopped)).is_dir()  # save_optimizer=exit
 
-    args += ["--no-logs", "--snapshot-interval", str(stopped + 1)]
-    result = _train(*args, "--iterations", str(stopped + 2), config=TINY)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert f"Resuming 'phaze_a' in {model_dir} at iteration {stopped}" in result.stdout
-    assert f"total {stopped + 2:05d}]" in result.stdout
-    state = json.loads((model_dir / "phaze_a_state.json").read_text())
-    assert state["iterations"] == stopped + 2
-    assert state["sessions"]["2"]["iterations"] == 2
-    assert state["sessions"]["2"]["no_logs"] is True
-    assert not (model_dir / "phaze_a_logs" / "session_2").exists()
-    snapshot = tmp_path / f"model_snapshot_{stopped + 1}_iters"
-    snap_state = json.loads((snapshot / "phaze_a_state.json").read_text())
-    assert snap_state["iterations"] == stopped + 1
-    assert (snapshot / "phaze_a_checkpoints" / str(stopped + 1)).is_dir()
-    # That the resumed run equals an uninterrupted one is checked below by the crash script
-    # (bit-exact, through this same command) and in-process by tests/test_model_folder.py.
+    # Resuming through this command is the crash script's job below (bit-exact against an
+    # uninterrupted run); snapshots and session records are tested in test_model_folder.py.
 
 
 def test_crash_script_short_run(tmp_path, faces):

@@ -13,14 +13,14 @@ import pytest
 
 from fsjax.interop.keras_file import KerasFileError, read
 
-KERAS = "keras/phaze_a_tiny_gblock.keras"  # Faceswap 3, trained 2 iterations (fixtures README)
-FS2 = "keras/fs2_dfl_sae_liae.h5"  # Faceswap 2 (tf.keras 2.10), dfl_sae liae
+KERAS = "keras/phaze_a_tiny_gblock/phaze_a.keras"  # Faceswap 3, trained 2 iterations
+FS2 = "keras/fs2_dfl_sae_liae/dfl_sae.h5"  # Faceswap 2 (tf.keras 2.10), dfl_sae liae
 
 
 def test_faceswap3_file_every_weight_by_faceswaps_names(data_dir):
     model = read(data_dir / KERAS)
     assert (model.format, model.keras_version, model.has_optimizer) == ("keras3", "3.14.1", False)
-    manifest = json.loads((data_dir / "keras/phaze_a_tiny_gblock_manifest.json").read_text())
+    manifest = json.loads((data_dir / "keras/phaze_a_tiny_gblock/manifest.json").read_text())
     with zipfile.ZipFile(data_dir / KERAS) as archive:
         raw = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
     seen = 0

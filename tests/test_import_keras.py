@@ -1,0 +1,53 @@
+"""`fsjax.tools.import_keras.load` on models Faceswap itself saved: the outputs Keras computed
+(`forward.npz`, see ../shared/fixtures/README.md) must come out of fsjax to 1e-5."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from fsjax.interop.keras_file import KerasFileError
+from fsjax.tools.import_keras import load
+
+TOLERANCE = 1e-5
+
+
+@pytest.mark.parametrize("folder, outputs", [
+    ("keras/phaze_a_tiny_gblock", 2),  # Faceswap 3 .keras: Phaze-A with a G-Block
+    ("keras/fs2_dfl_sae_liae", 8),  # Faceswap 2 .h5: DFL-SAE LIAE, multiscale + learned mask
+])
+def test_loaded_model_gives_faceswaps_outputs(data_dir, folder, outputs):
+    model, variables = load(data_dir / folder)
+    forward = np.load(data_dir / folder / "forward.npz")
+    for prefix, output in (("input", "output"), ("rand_input", "rand_output")):
+        if f"{output}_0" not in forward:
+            continue
+        got = model.apply(variables, forward[f"{prefix}_a"], forward[f"{prefix}_b"])
+        assert len(got) == outputs
+        for i, array in enumerate(got):
+            np.testing.assert_allclose(array, forward[f"{output}_{i}"], rtol=0, atol=TOLERANCE,
+                                       err_msg=f"{folder} {output}_{i}")
+    # The swap: side B's decoder on side A's faces (Faceswap's convert model, A -> B).
+    for key in ("b_path_on_input_a_0", "swap_a_to_b_0"):
+        if key in forward:
+            swapped = model.apply(variables, forward["input_a"], forward["input_a"])
+            np.testing.assert_allclose(swapped[outputs // 2], forward[key], rtol=0,
+                                       atol=TOLERANCE, err_msg=key)
+
+
+def test_a_model_file_without_its_state_file_or_with_a_wrong_shape_is_refused(data_dir,
+                                                                              tmp_path):
+    source = data_dir / "keras/phaze_a_tiny_gblock"
+    folder = tmp_path / "model"
+    folder.mkdir()
+    shutil.copy(source / "phaze_a.keras", folder)
+    with pytest.raises(KerasFileError, match="phaze_a_state.json: Faceswap's state file is "
+                                             "needed"):
+        load(folder)
+    state = json.loads((source / "phaze_a_state.json").read_text())
+    state["config"]["bottleneck_size"] = 256  # the file's encoder ends in 128 units
+    (folder / "phaze_a_state.json").write_text(json.dumps(state))
+    with pytest.raises(KerasFileError, match=r"encoder/dense/kernel has shape \(2048, 128\); "
+                                             r"fsjax's model needs \(2048, 256\)"):
+        load(folder / "phaze_a.keras")
