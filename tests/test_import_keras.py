@@ -51,3 +51,16 @@ def test_a_model_file_without_its_state_file_or_with_a_wrong_shape_is_refused(da
     with pytest.raises(KerasFileError, match=r"encoder/dense/kernel has shape \(2048, 128\); "
                                              r"fsjax's model needs \(2048, 256\)"):
         load(folder / "phaze_a.keras")
+
+
+def test_layers_whose_weights_cannot_be_paired_by_rank_are_refused(tmp_path):
+    import jax
+
+    from fsjax.interop.keras_file import KerasModel
+    from fsjax.tools.import_keras import map_weights
+
+    keras = KerasModel(tmp_path / "x.keras", "keras3", {}, {"encoder": {"norm": [
+        np.ones(4, np.float32), np.zeros(4, np.float32)]}}, "3.14.1", False)
+    slot = jax.ShapeDtypeStruct((4,), np.float32)
+    with pytest.raises(KerasFileError, match="encoder/norm has several weights of one rank"):
+        map_weights(keras, {"params": {"encoder": {"norm": {"scale": slot, "bias": slot}}}})

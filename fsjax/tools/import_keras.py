@@ -116,7 +116,8 @@ def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
     """Places every Keras weight at the fsjax variable of the same sub-model and layer name.
 
     Within a layer, Keras stores the kernel before the bias; fsjax names them, so they pair by
-    rank and then by name. Every fsjax variable must be filled and every Keras weight used."""
+    rank. Layers with two weights of one rank (norms) are refused until their Keras order is
+    mapped. Every fsjax variable must be filled and every Keras weight used."""
     if any(k != "params" for k in abstract):
         raise KerasFileError(f"{keras.path}: importing models with {sorted(abstract)} "
                              "(BatchNorm statistics) is not supported yet")
@@ -132,6 +133,11 @@ def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
                 raise KerasFileError(f"{keras.path}: weight {sub}/{layer} has no place in "
                                      "fsjax's model")
             names = sorted(slots, key=lambda n: (-len(slots[n].shape), n))
+            ranks = [len(slots[n].shape) for n in names]
+            if len(set(ranks)) != len(ranks):  # e.g. a norm's gamma and beta: order unknown
+                raise KerasFileError(f"{keras.path}: {sub}/{layer} has several weights of one "
+                                     f"rank ({', '.join(names)}); importing it is not "
+                                     "supported yet")
             if len(names) != len(arrays):
                 raise KerasFileError(f"{keras.path}: {sub}/{layer} holds {len(arrays)} arrays; "
                                      f"fsjax's layer has {names}")
