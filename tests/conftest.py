@@ -26,6 +26,14 @@ import pytest  # noqa: E402
 import fsjax  # noqa: E402,F401  (marks absl flags parsed for grain workers)
 
 DATA = pathlib.Path(__file__).parent / "data"
+# Large fixtures (saved Faceswap models) are read where they are, not copied into the repo.
+SHARED_FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> pathlib.Path:
+    """../shared/fixtures: Faceswap's own saved models and their recorded outputs."""
+    return SHARED_FIXTURES
 
 
 @pytest.fixture(scope="session")

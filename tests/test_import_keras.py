@@ -14,12 +14,12 @@ TOLERANCE = 1e-5
 
 
 @pytest.mark.parametrize("folder, outputs", [
-    ("keras/phaze_a_tiny_gblock", 2),  # Faceswap 3 .keras: Phaze-A with a G-Block
-    ("keras/fs2_dfl_sae_liae", 8),  # Faceswap 2 .h5: DFL-SAE LIAE, multiscale + learned mask
+    ("models/phaze_a_tiny_gblock", 2),  # Faceswap 3 .keras: Phaze-A with a G-Block
+    ("legacy_h5/dfl_sae_liae", 8),  # Faceswap 2 .h5: DFL-SAE LIAE, multiscale + learned mask
 ])
-def test_loaded_model_gives_faceswaps_outputs(data_dir, folder, outputs):
-    model, variables = load(data_dir / folder)
-    forward = np.load(data_dir / folder / "forward.npz")
+def test_loaded_model_gives_faceswaps_outputs(shared_fixtures, folder, outputs):
+    model, variables = load(shared_fixtures / folder)
+    forward = np.load(shared_fixtures / folder / "forward.npz")
     for prefix, output in (("input", "output"), ("rand_input", "rand_output")):
         if f"{output}_0" not in forward:
             continue
@@ -36,9 +36,9 @@ def test_loaded_model_gives_faceswaps_outputs(data_dir, folder, outputs):
                                        atol=TOLERANCE, err_msg=key)
 
 
-def test_a_model_file_without_its_state_file_or_with_a_wrong_shape_is_refused(data_dir,
+def test_a_model_file_without_its_state_file_or_with_a_wrong_shape_is_refused(shared_fixtures,
                                                                               tmp_path):
-    source = data_dir / "keras/phaze_a_tiny_gblock"
+    source = shared_fixtures / "models/phaze_a_tiny_gblock"
     folder = tmp_path / "model"
     folder.mkdir()
     shutil.copy(source / "phaze_a.keras", folder)
