@@ -6,6 +6,8 @@ train switches (`--faces-a DIR --batch-size 8 --no-flip ...`), which are spelled
 
 from __future__ import annotations
 
+import dataclasses
+import pathlib
 import sys
 
 import tyro
@@ -71,11 +73,21 @@ def parse_cli(argv: list[str], *, prog: str = "python -m fsjax.train",
     """Loads the experiment file, then applies the command line's overrides."""
     path, rest = split_config_path(argv)
     base = load_experiment(path) if path else ExperimentConfig()
+    args = expand_aliases(rest)
+    stored = None
+    if path and pathlib.Path(path).is_dir():
+        # A model folder's options are those it was built with, possibly outside the ranges the
+        # command line accepts (Faceswap's ini does not check them): tyro must not rebuild them.
+        if any(a.startswith("--config.model.") for a in args):
+            raise ConfigError(f"--config={path!r}: the model's options are locked when it is "
+                              "created and cannot be overridden on resume")
+        stored, base = base.model, dataclasses.replace(base, model=ExperimentConfig().model)
 
     def _entry(config: ExperimentConfig = base) -> ExperimentConfig:
         return config
 
-    return tyro.cli(_entry, args=expand_aliases(rest), prog=prog, description=description)
+    config = tyro.cli(_entry, args=args, prog=prog, description=description)
+    return config if stored is None else dataclasses.replace(config, model=stored)
 
 
 def main(argv: list[str] | None = None) -> int:

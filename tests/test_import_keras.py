@@ -53,14 +53,23 @@ def test_a_model_file_without_its_state_file_or_with_a_wrong_shape_is_refused(sh
         load(folder / "phaze_a.keras")
 
 
-def test_layers_whose_weights_cannot_be_paired_by_rank_are_refused(tmp_path):
+def test_variables_pair_in_keras_creation_order_and_unknown_ones_are_refused(tmp_path):
     import jax
 
     from fsjax.interop.keras_file import KerasModel
     from fsjax.tools.import_keras import map_weights
 
-    keras = KerasModel(tmp_path / "x.keras", "keras3", {}, {"encoder": {"norm": [
-        np.ones(4, np.float32), np.zeros(4, np.float32)]}}, "3.14.1", False)
+    arrays = [np.full(4, float(i), np.float32) for i in range(4)]  # Keras: gamma beta mean var
+    keras = KerasModel(tmp_path / "x.keras", "keras3", {}, {"encoder": {"bn": arrays}},
+                       "3.14.1", False)
     slot = jax.ShapeDtypeStruct((4,), np.float32)
-    with pytest.raises(KerasFileError, match="encoder/norm has several weights of one rank"):
-        map_weights(keras, {"params": {"encoder": {"norm": {"scale": slot, "bias": slot}}}})
+    out = map_weights(keras, {"params": {"encoder": {"bn": {"beta": slot, "gamma": slot}}},
+                              "batch_stats": {"encoder": {"bn": {"moving_variance": slot,
+                                                                 "moving_mean": slot}}}})
+    assert [float(out["params"]["encoder"]["bn"][k][0]) for k in ("gamma", "beta")] == [0, 1]
+    stats = out["batch_stats"]["encoder"]["bn"]
+    assert [float(stats[k][0]) for k in ("moving_mean", "moving_variance")] == [2, 3]
+    keras.weights = {"encoder": {"norm": arrays[:2]}}
+    with pytest.raises(KerasFileError, match=r"encoder/norm: variables \['running'\] have no "
+                                             "known Keras order"):
+        map_weights(keras, {"params": {"encoder": {"norm": {"gamma": slot, "running": slot}}}})

@@ -144,6 +144,11 @@ def write_text_atomic(path: pathlib.Path, text: str) -> None:
         os.close(dir_fd)
 
 
+def experiment_json(config: ExperimentConfig) -> str:
+    """`config.json`: the whole experiment, for people and tools to read (never loaded back)."""
+    return json.dumps(dataclasses.asdict(config), indent=2, default=str)
+
+
 def record_session(
     state: dict[str, Any],
     session_id: int,

@@ -395,8 +395,13 @@ class ExperimentConfig:
 
 
 def load_experiment(path: str | pathlib.Path) -> ExperimentConfig:
-    """Runs `get_config()` from an experiment file (our own code, never user data)."""
+    """Runs `get_config()` from an experiment file (our own code, never user data); a model
+    folder instead gives the options its state file records (read as JSON, never run)."""
     path = pathlib.Path(path)
+    if path.is_dir():
+        from fsjax.config.faceswap_state import experiment_from_folder
+
+        return experiment_from_folder(path)
     if not path.is_file():
         raise ConfigError(f"--config={str(path)!r}: experiment file does not exist")
     spec = importlib.util.spec_from_file_location(f"fsjax_experiment_{path.stem}", path)

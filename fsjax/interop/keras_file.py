@@ -53,6 +53,13 @@ class KerasModel:
     weights: Weights
     keras_version: str
     has_optimizer: bool
+    file_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # as in the file
+
+
+def read_optimizer(path: pathlib.Path) -> bytes:
+    """The bytes of the `optimizer.pt` member of a `.keras` file checked by `read`."""
+    with zipfile.ZipFile(path) as archive:
+        return _read_member(pathlib.Path(path), archive, "optimizer.pt", MAX_BYTES)
 
 
 def read(path: pathlib.Path) -> KerasModel:
@@ -93,7 +100,7 @@ def _read_keras3(path: pathlib.Path) -> KerasModel:
     with h5py.File(io.BytesIO(blob), "r") as weights_file:
         weights = _keras3_weights(path, weights_file)
     return KerasModel(path, "keras3", config.get("config", {}), weights,
-                      str(metadata.get("keras_version", "")), "optimizer.pt" in members)
+                      str(metadata.get("keras_version", "")), "optimizer.pt" in members, config)
 
 
 def _read_member(path: pathlib.Path, archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
@@ -145,6 +152,29 @@ def _layers(config: Any, depth: int = 0):
     if isinstance(inner, dict) and isinstance(inner.get("layers"), list):
         for layer in inner["layers"]:
             yield from _layers(layer, depth + 1)
+
+
+def layer_classes(config: dict[str, Any]):
+    """`(sub-model, layer, class name, trainable)` for every layer inside the model's sub-models,
+    in config order (which is Keras's layer and variable order); layers of models nested in a
+    sub-model are listed under that sub-model, as fsjax names them."""
+    def inner(layer: dict[str, Any], sub: str, trainable: bool):
+        for child in layer.get("config", {}).get("layers", []):
+            if not isinstance(child, dict):
+                continue
+            conf = child.get("config", {})
+            name = str(conf.get("name", child.get("name", "")))
+            alive = trainable and conf.get("trainable", True) is not False
+            if isinstance(conf.get("layers"), list):
+                yield from inner(child, sub, alive)
+            else:
+                yield sub, name, child.get("class_name"), alive
+
+    for top in config.get("layers", []):
+        conf = top.get("config", {}) if isinstance(top, dict) else {}
+        if isinstance(conf.get("layers"), list):
+            yield from inner(top, str(conf.get("name", top.get("name"))),
+                             conf.get("trainable", True) is not False)
 
 
 def _dataset(path: pathlib.Path, where: str, node: Any) -> np.ndarray:
@@ -225,7 +255,8 @@ def _read_keras2(path: pathlib.Path) -> KerasModel:
                 weights.setdefault(model_name, {}).setdefault(layer, []).append(array)
         has_optimizer = "optimizer_weights" in root
         version = _text(root.attrs.get("keras_version", ""))
-    return KerasModel(path, "keras2", config.get("config", {}), weights, version, has_optimizer)
+    return KerasModel(path, "keras2", config.get("config", {}), weights, version, has_optimizer,
+                      config)
 
 
 def _text(value: Any) -> str:

@@ -352,3 +352,69 @@ def read_state_dict(
             ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError) as err:
         detail = str(err) or type(err).__name__
         raise TorchFileError(f"{path}: not a readable torch state dict: {detail}") from None
+
+
+def _fill(tree: Any, read: Any, depth: int = 0) -> Any:
+    """`tree` with every tensor record replaced by its array (containers rebuilt as plain
+    dicts, lists and tuples; anything else a pickle can hold without globals passes as is)."""
+    if depth > 32:
+        raise _Malformed("nests deeper than 32 levels")
+    if isinstance(tree, _Tensor):
+        return read(tree)
+    if isinstance(tree, dict):
+        return {k: _fill(v, read, depth + 1) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_fill(v, read, depth + 1) for v in tree)
+    if tree is None or isinstance(tree, (bool, int, float, str, bytes)):
+        return tree
+    raise _Malformed(f"holds a {type(tree).__name__}, which a saved state never does")
+
+
+def read_object(data: bytes, path: str | pathlib.Path, *,
+                max_pickle_bytes: int = MAX_PICKLE_BYTES) -> Any:
+    """Any object `torch.save` wrote as a zip archive (an optimizer's `state_dict()`, nested dicts
+    and lists of numbers and tensors), with tensors as numpy arrays. The same allowed globals as
+    `read_state_dict`: nothing from the file is run. `path` only names the file in errors."""
+    path = pathlib.Path(path)
+    try:
+        file = io.BytesIO(data)
+        if not zipfile.is_zipfile(file):
+            raise _Malformed("is not a torch zip archive")
+        with zipfile.ZipFile(file) as archive:
+            infos = archive.infolist()
+            if len(infos) > MAX_ENTRIES:
+                raise _Malformed(f"has more than {MAX_ENTRIES} records")
+            pickles = [i for i in infos if re.fullmatch(r"([^/]+/)?data\.pkl", i.filename)]
+            if len(pickles) != 1 or pickles[0].file_size > max_pickle_bytes:
+                raise _Malformed("has no single data.pkl within the size limit")
+            prefix = pickles[0].filename[: -len("data.pkl")]
+            names = {i.filename: i for i in infos}
+            with archive.open(pickles[0]) as record:
+                unpickler = _Unpickler(io.BytesIO(record.read(max_pickle_bytes + 1)), path,
+                                       fields=4)
+                tree = unpickler.load()
+            little = True
+            if prefix + "byteorder" in names:
+                little = archive.read(prefix + "byteorder")[:8] == b"little"
+            count = [0]
+
+            def read(tensor: _Tensor) -> np.ndarray:
+                count[0] += 1
+                if count[0] > MAX_ENTRIES:
+                    raise _Malformed(f"holds more than {MAX_ENTRIES} tensors")
+                key = tensor.storage.key
+                info = names.get(f"{prefix}data/{key}")
+                need = tensor.storage.numel * tensor.storage.dtype.itemsize
+                if info is None or info.file_size < need:
+                    raise _Malformed(f"storage record {key} is missing or too short")
+                with archive.open(info) as record:
+                    return _materialise(tensor, record.read(need), little)
+
+            return _fill(tree, read)
+    except TorchFileError:
+        raise
+    except (_Malformed, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, struct.error,
+            ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
+            RecursionError) as err:
+        detail = str(err) or type(err).__name__
+        raise TorchFileError(f"{path}: not a readable torch save: {detail}") from None

@@ -9,17 +9,28 @@ only ever read as data (`fsjax.interop.keras_file`).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import pathlib
+import shutil
+import sys
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from fsjax.config import ConfigError, ExperimentConfig, ModelConfig
-from fsjax.interop.keras_file import KerasFileError, KerasModel, read
+from fsjax.checkpoint import state_file
+from fsjax.checkpoint.manager import Checkpoints, SaveError
+from fsjax.config import ConfigError, ExperimentConfig
+from fsjax.config.faceswap_state import experiment_from_state, read_state
+from fsjax.interop import optimizer_state
+from fsjax.interop.keras_file import KerasFileError, KerasModel, read, read_optimizer
+from fsjax.interop.optimizer_state import OptimizerImportError, keras_order
 from fsjax.models import MODELS, get_model_module
+from fsjax.optim.optimizers import make_optimizer
+from fsjax.training.state import TrainState
 
 MODEL_SUFFIXES = (".keras", ".h5")
 
@@ -58,102 +69,82 @@ def find_model_file(path: pathlib.Path) -> pathlib.Path:
     return found[0]
 
 
-def experiment_from_state(state: dict[str, Any], plugin: str, source: pathlib.Path,
-                          ) -> ExperimentConfig:
-    """The fsjax experiment a Faceswap state file describes (the options that shape the model).
-
-    Values outside the ranges Faceswap's settings page offers are kept: Faceswap trained the model
-    with them, so the model needs them."""
-    options = state.get("config", {})
-    if not isinstance(options, dict):
-        raise KerasFileError(f"{source}: the state file's config is not a mapping")
-    plugin_config = getattr(ModelConfig(), plugin, None)
-    model = dict(name=plugin, icnr_init=options.get("icnr_init", False),
-                 conv_aware_init=options.get("conv_aware_init", False),
-                 reflect_padding=options.get("reflect_padding", False),
-                 lowmem=options.get("lowmem", False))
-    if dataclasses.is_dataclass(plugin_config):
-        model[plugin] = _options(type(plugin_config), options)
-    base = ExperimentConfig()
-    loss = dataclasses.replace(base.loss, learn_mask=bool(options.get("learn_mask", False)))
-    return dataclasses.replace(base, model=ModelConfig(**model), loss=loss)
-
-
-def _options(cls: type, options: dict[str, Any]) -> Any:
-    values = {f.name: options[f.name] for f in dataclasses.fields(cls) if f.name in options}
-    try:
-        return cls(**values)
-    except ConfigError:  # outside the settings page's ranges: build it as Faceswap did
-        config = object.__new__(cls)
-        for field in dataclasses.fields(cls):
-            object.__setattr__(config, field.name, values.get(field.name, field.default))
-        return config
-
-
 def load(path: pathlib.Path) -> tuple[FaceswapModel, dict[str, Any]]:
     """`(model, variables)` for a Faceswap `.keras` / `.h5` file or a folder holding one."""
-    file = find_model_file(pathlib.Path(path))
+    model, variables, _, _ = _load(pathlib.Path(path))
+    return model, variables
+
+
+def _load(path: pathlib.Path) -> tuple[FaceswapModel, dict[str, Any], KerasModel, dict]:
+    file = find_model_file(path)
     plugin = file.stem
     if plugin not in MODELS:
         raise KerasFileError(f"{file}: '{plugin}' is not a Faceswap model plugin "
                              f"({', '.join(MODELS)})")
     state_path = file.with_name(f"{plugin}_state.json")
-    try:
-        state = json.loads(state_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
+    if not state_path.is_file():
         raise KerasFileError(f"{state_path}: Faceswap's state file is needed to know the "
-                             f"model's options ({err})") from None
+                             "model's options; copy it from the model's folder")
+    try:
+        state = read_state(state_path)
+        config = experiment_from_state(state, plugin, state_path)
+        spec = get_model_module(plugin).build(config)
+    except ConfigError as err:
+        raise KerasFileError(f"{err} (Faceswap's state file beside the model gives its "
+                             "options)") from None
     keras = read(file)
-    config = experiment_from_state(state, plugin, state_path)
-    spec = get_model_module(plugin).build(config)
     size = spec.input_size
     faces = [jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)] * 2
     abstract = jax.eval_shape(spec.module.init, jax.random.key(0), *faces)
-    return FaceswapModel(config, spec), map_weights(keras, abstract)
+    return FaceswapModel(config, spec), map_weights(keras, abstract), keras, state
 
 
 def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
     """Places every Keras weight at the fsjax variable of the same sub-model and layer name.
 
-    Within a layer, Keras stores the kernel before the bias; fsjax names them, so they pair by
-    rank. Layers with two weights of one rank (norms) are refused until their Keras order is
-    mapped. Every fsjax variable must be filled and every Keras weight used."""
-    if any(k != "params" for k in abstract):
-        raise KerasFileError(f"{keras.path}: importing models with {sorted(abstract)} "
-                             "(BatchNorm statistics) is not supported yet")
-    target = abstract["params"]
-    params: dict[str, Any] = {}
+    Within a layer, Keras stores the variables in creation order (kernel, bias; gamma, beta,
+    moving_mean, moving_variance); fsjax names them with Keras's names, so `KERAS_ORDER` pairs
+    them. BatchNorm statistics go to fsjax's `batch_stats`. Every fsjax variable must be filled,
+    every Keras weight used, and every shape must agree."""
+    slots: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
+    for collection, tree in abstract.items():
+        for sub, layers in tree.items():
+            for layer, leaves in layers.items():
+                for name, leaf in leaves.items():
+                    slots.setdefault((sub, layer), {})[name] = (collection, leaf)
+    subs = sorted({sub for sub, _ in slots})
+    out: dict[str, Any] = {collection: {} for collection in abstract}
+    filled = set()
     for sub, layers in keras.weights.items():
-        if sub not in target:
+        if sub not in subs:
             raise KerasFileError(f"{keras.path}: sub-model {sub!r} has no place in fsjax's "
-                                 f"model (it has {', '.join(sorted(target))})")
+                                 f"model (it has {', '.join(subs)})")
         for layer, arrays in _flat_layers(layers):
-            slots = target[sub].get(layer)
-            if slots is None:
+            held = slots.get((sub, layer))
+            if held is None:
                 raise KerasFileError(f"{keras.path}: weight {sub}/{layer} has no place in "
                                      "fsjax's model")
-            names = sorted(slots, key=lambda n: (-len(slots[n].shape), n))
-            ranks = [len(slots[n].shape) for n in names]
-            if len(set(ranks)) != len(ranks):  # e.g. a norm's gamma and beta: order unknown
-                raise KerasFileError(f"{keras.path}: {sub}/{layer} has several weights of one "
-                                     f"rank ({', '.join(names)}); importing it is not "
-                                     "supported yet")
+            try:
+                names = keras_order(held)
+            except OptimizerImportError as err:
+                raise KerasFileError(f"{keras.path}: {sub}/{layer}: {err}") from None
             if len(names) != len(arrays):
                 raise KerasFileError(f"{keras.path}: {sub}/{layer} holds {len(arrays)} arrays; "
                                      f"fsjax's layer has {names}")
-            out = params.setdefault(sub, {}).setdefault(layer, {})
             for name, array in zip(names, arrays, strict=True):
-                if tuple(array.shape) != tuple(slots[name].shape):
+                collection, leaf = held[name]
+                if tuple(array.shape) != tuple(leaf.shape):
                     raise KerasFileError(
                         f"{keras.path}: {sub}/{layer}/{name} has shape {tuple(array.shape)}; "
-                        f"fsjax's model needs {tuple(slots[name].shape)}")
-                out[name] = jnp.asarray(array, slots[name].dtype)
-    missing = [f"{sub}/{layer}" for sub, layers in target.items() for layer in layers
-               if layer not in params.get(sub, {})]
+                        f"fsjax's model needs {tuple(leaf.shape)}")
+                out[collection].setdefault(sub, {}).setdefault(layer, {})[name] = jnp.asarray(
+                    array, leaf.dtype)
+            filled.add((sub, layer))
+    missing = [f"{sub}/{layer}" for sub, layer in slots if (sub, layer) not in filled]
     if missing:
         raise KerasFileError(f"{keras.path}: no weights for {', '.join(missing[:10])}"
                              f"{' ...' if len(missing) > 10 else ''}")
-    return {"params": params}
+    return out
 
 
 def _flat_layers(layers: dict[str, Any]):
@@ -163,3 +154,110 @@ def _flat_layers(layers: dict[str, Any]):
             yield from _flat_layers(value)
         else:
             yield name, value
+
+
+def import_model(source: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
+    """Writes a new fsjax model folder `out` from a Faceswap model file or folder: the weights as
+    the checkpoint of Faceswap's iteration count, the optimizer where it maps onto optax's, the
+    state file (sessions, iterations, options) and the TensorBoard logs. Resume it with
+    `python -m fsjax.train --config OUT`."""
+    out = pathlib.Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise KerasFileError(f"{out}: the new model folder must be empty or not exist")
+    model, variables, keras, fs_state = _load(pathlib.Path(source))
+    config = dataclasses.replace(model.config, train=dataclasses.replace(
+        model.config.train, model_dir=out))
+    name = model.spec.name
+    params = variables["params"]
+    opt_state = make_optimizer(config.optimizer).init(params)
+    imported = _import_optimizer(keras, config, params)
+    if imported is not None:
+        opt_state = optimizer_state.with_adam(opt_state, imported)
+    iterations = int(fs_state.get("iterations", 0))
+    state = TrainState(step=jnp.asarray(iterations, jnp.int32), params=params,
+                       opt_state=opt_state,
+                       model_state={k: v for k, v in variables.items() if k != "params"})
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoints = Checkpoints(out, name)
+    try:
+        checkpoints.save(state, {}, with_optimizer=imported is not None)
+    finally:
+        checkpoints.close()
+    state_file.write_state(state_file.state_path(out, name), _fsjax_state(fs_state, config))
+    state_file.write_text_atomic(out / "config.json", state_file.experiment_json(config))
+    state_file.write_text_atomic(out / f"{name}_keras_config.json",
+                                 json.dumps({"format": keras.format, "config": keras.file_config}))
+    logs = keras.path.parent / f"{name}_logs"
+    if logs.is_dir():
+        shutil.copytree(logs, out / f"{name}_logs")
+    count = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))
+    print(f"Imported '{name}' from {keras.path}: {count:,} parameters, iteration {iterations}, "
+          f"{len(fs_state.get('sessions', {}))} session(s) -> {out}", flush=True)
+    return out
+
+
+def _import_optimizer(keras: KerasModel, config: ExperimentConfig,
+                      params: dict[str, Any]) -> optimizer_state.AdamMoments | None:
+    """Faceswap's optimizer state, or None (said why) when it is absent or does not map."""
+    if not keras.has_optimizer:
+        print(f"{keras.path} holds no optimizer state (Faceswap's save_optimizer): the "
+              "optimizer starts afresh, as in Faceswap", flush=True)
+        return None
+    try:
+        if config.optimizer.optimizer not in ("adam", "adamw") or config.optimizer.ada_amsgrad:
+            raise optimizer_state.OptimizerImportError(
+                f"the model's optimizer is {config.optimizer.optimizer}"
+                f"{' with AMSGrad' if config.optimizer.ada_amsgrad else ''}; only Adam's and "
+                "AdamW's state maps onto fsjax's")
+        if keras.format == "keras3":
+            moments = optimizer_state.from_torch(read_optimizer(keras.path), keras, params)
+        else:
+            moments = optimizer_state.from_keras2(keras, params)
+    except optimizer_state.OptimizerImportError as err:
+        print(f"Faceswap's optimizer state in {keras.path} was not imported ({err}): the "
+              "optimizer starts afresh, as Faceswap does for a model saved without one",
+              flush=True)
+        return None
+    print(f"Imported Faceswap's Adam state at optimizer step {moments.step}", flush=True)
+    return moments
+
+
+def _fsjax_state(fs_state: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:
+    """The state file of the new folder: Faceswap's history, fsjax's record of the options."""
+    lowest = fs_state.get("lowest_avg_loss")
+    if isinstance(lowest, dict):  # Faceswap 2 kept one per side; Faceswap 3 sums them
+        lowest = float(sum(v for v in lowest.values() if isinstance(v, (int, float))))
+    sessions = fs_state.get("sessions", {})
+    return {
+        "name": config.model.name,
+        "sessions": {str(k): v for k, v in sessions.items() if isinstance(v, dict)},
+        "lowest_avg_loss": lowest if isinstance(lowest, (int, float)) else None,
+        "iterations": int(fs_state.get("iterations", 0)),
+        "mixed_precision_layers": list(fs_state.get("mixed_precision_layers", [])),
+        "lr_finder": float(fs_state.get("lr_finder", -1.0)),
+        "config": state_file.faceswap_options(config),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m fsjax.tools.import_keras",
+        description="Import a Faceswap model (<plugin>.keras from Faceswap 3, <plugin>.h5 from "
+                    "Faceswap 2, with its <plugin>_state.json) into a new fsjax model folder. "
+                    "The file is read as data only: no Keras, no unpickling, no layer code.")
+    parser.add_argument("source", type=pathlib.Path, help="the model file or its folder")
+    parser.add_argument("--out", type=pathlib.Path, required=True,
+                        help="the new fsjax model folder (must be empty or not exist)")
+    args = parser.parse_args(argv)
+    try:
+        out = import_model(args.source, args.out)
+    except (KerasFileError, SaveError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"Resume training with: python -m fsjax.train --config {out} "
+          "--faces-a FACES_A --faces-b FACES_B", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 import sys
 import time
@@ -113,7 +112,11 @@ def _train(config: ExperimentConfig, stop: StopRequest, model_dir: pathlib.Path,
         state, iter_state, report = resume.restore_or_init(checkpoints, init_fn, fresh, init_key,
                                                            repl)
         if iter_state is not None:
-            iterator.set_state(iter_state)
+            if iter_state:
+                iterator.set_state(iter_state)
+            else:  # a model imported from Faceswap: no fsjax data order to continue
+                print("The data order starts afresh (no fsjax loader state in this save)",
+                      flush=True)
             print(f"Resuming '{name}' in {model_dir} at iteration {int(state.step)}", flush=True)
             if config.train.load_weights is not None:
                 print("--load-weights is ignored: it only applies to a new model", flush=True)
@@ -295,7 +298,7 @@ class _Session:
             state_file.write_state(state_file.state_path(self.model_dir, self.name),
                                    self.model_state)
             state_file.write_text_atomic(self.model_dir / "config.json",
-                                         _config_json(self.config))
+                                         state_file.experiment_json(self.config))
             if backup:
                 folder.write_backup(self.model_dir, self.name, total,
                                     self.checkpoints.step_directories(total))
@@ -349,6 +352,3 @@ class _Session:
         self.checkpoints.close()
         self.iterator.close()
 
-
-def _config_json(config: ExperimentConfig) -> str:
-    return json.dumps(dataclasses.asdict(config), indent=2, default=str)

@@ -1,0 +1,132 @@
+"""The fsjax experiment that a model folder's `<name>_state.json` describes.
+
+Faceswap records every option of a model in its state file (data.md §5.2), and fsjax writes the
+same schema. Reading it back lets a model imported from Faceswap, or any fsjax folder, resume with
+the options it was created with: `python -m fsjax.train --config MODEL_DIR`. The file is JSON
+(data only); unknown keys are ignored, Faceswap 2's legacy keys are rewritten as Faceswap does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+from fsjax.config import (
+    ConfigError,
+    DataConfig,
+    ExperimentConfig,
+    LossConfig,
+    ModelConfig,
+    OptimizerConfig,
+)
+
+MAX_STATE_BYTES = 16 * 2**20
+_DATA = ("centering", "coverage", "vertical_offset")
+_LOSS = ("loss_function", "loss_function_2", "loss_weight_2", "loss_function_3", "loss_weight_3",
+         "loss_function_4", "loss_weight_4", "mask_loss_function", "eye_multiplier",
+         "mouth_multiplier", "penalized_mask_loss", "mask_type", "mask_dilation",
+         "mask_blur_kernel", "mask_threshold", "learn_mask")
+_OPTIMIZER = ("optimizer", "learning_rate", "epsilon_exponent", "ada_beta_1", "ada_beta_2",
+              "ada_amsgrad", "weight_decay", "save_optimizer", "gradient_clipping",
+              "clipping_value", "autoclip_history", "autoclip_per_tensor",
+              "gradient_accumulation", "lr_finder_iterations", "lr_finder_mode",
+              "lr_finder_strength")
+# Keys older state files lack get Faceswap's legacy defaults (data.md §5.2).
+_LEGACY_DEFAULTS = {"centering": "legacy", "coverage": 62.5, "optimizer": "adam",
+                    "mask_loss_function": "mse"}
+
+
+def read_state(path: pathlib.Path) -> dict[str, Any]:
+    """A state file as JSON, refusing anything that is not one."""
+    path = pathlib.Path(path)
+    try:
+        if path.stat().st_size > MAX_STATE_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is not a state file")
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{path}: cannot read the model state file ({err})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("config", {}), dict):
+        raise ConfigError(f"{path}: not a Faceswap model state file")
+    return state
+
+
+def upgrade_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Faceswap 2's option spellings as Faceswap 3 reads them."""
+    options = {**_LEGACY_DEFAULTS, **options}
+    for i in (2, 3, 4):
+        if options.get(f"loss_function_{i}") is None:
+            options[f"loss_function_{i}"] = "none"
+    if "gradient_clipping" not in options:
+        if options.get("autoclip"):
+            options["gradient_clipping"] = "autoclip"
+        elif options.get("clipnorm"):
+            options["gradient_clipping"] = "norm"
+    if options.get("mask_type") in ("facehull", "dfl_full"):
+        options["mask_type"] = "components"
+    return options
+
+
+def experiment_from_state(state: dict[str, Any], plugin: str, source: pathlib.Path,
+                          model_dir: pathlib.Path | None = None) -> ExperimentConfig:
+    """The experiment whose options are those the state file records.
+
+    The plugin's options are kept even where they lie outside the ranges Faceswap's settings page
+    offers: the model was built with them, so rebuilding it needs them. The other sections are
+    checked as on the command line."""
+    options = upgrade_options(state.get("config", {}))
+    plugin_config = getattr(ModelConfig(), plugin, None)
+    model = dict(name=plugin, icnr_init=bool(options.get("icnr_init", False)),
+                 conv_aware_init=bool(options.get("conv_aware_init", False)),
+                 reflect_padding=bool(options.get("reflect_padding", False)),
+                 lowmem=bool(options.get("lowmem", False)))
+    if dataclasses.is_dataclass(plugin_config):
+        model[plugin] = _unchecked(type(plugin_config), options)
+    base = ExperimentConfig()
+    try:
+        train = base.train
+        if model_dir is not None:
+            train = dataclasses.replace(train, model_dir=pathlib.Path(model_dir))
+        return dataclasses.replace(
+            base, model=ModelConfig(**model),
+            data=_section(DataConfig, base.data, options, _DATA),
+            loss=_section(LossConfig, base.loss, options, _LOSS),
+            optimizer=_section(OptimizerConfig, base.optimizer, options, _OPTIMIZER),
+            train=train)
+    except (ConfigError, TypeError, ValueError) as err:
+        raise ConfigError(f"{source}: {err}") from None
+
+
+def _section(cls: type, default: Any, options: dict[str, Any], keys: tuple[str, ...]) -> Any:
+    values = {k: options[k] for k in keys if k in options and options[k] is not None}
+    if cls is DataConfig:
+        values["coverage"] = float(values.get("coverage", default.coverage))
+        values["vertical_offset"] = float(values.get("vertical_offset", 0.0))
+    return dataclasses.replace(default, **values)
+
+
+def _unchecked(cls: type, options: dict[str, Any]) -> Any:
+    values = {f.name: options[f.name] for f in dataclasses.fields(cls) if f.name in options}
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+    try:
+        return cls(**values)
+    except ConfigError:  # outside the settings page's ranges: build it as Faceswap did
+        config = object.__new__(cls)
+        for field in dataclasses.fields(cls):
+            object.__setattr__(config, field.name, values.get(field.name, field.default))
+        return config
+
+
+def experiment_from_folder(model_dir: pathlib.Path) -> ExperimentConfig:
+    """The experiment of the model in `model_dir` (a folder with one `<plugin>_state.json`)."""
+    from fsjax.models import MODELS  # local: config must not import jax
+
+    model_dir = pathlib.Path(model_dir)
+    found = sorted(p for p in model_dir.glob("*_state.json")
+                   if p.name[: -len("_state.json")] in MODELS)
+    if len(found) != 1:
+        raise ConfigError(f"--config={str(model_dir)!r}: a model folder must hold one "
+                          f"<plugin>_state.json; found {[p.name for p in found] or 'none'}")
+    plugin = found[0].name[: -len("_state.json")]
+    return experiment_from_state(read_state(found[0]), plugin, found[0], model_dir)
