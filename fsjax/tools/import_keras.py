@@ -137,8 +137,9 @@ def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
                     raise KerasFileError(
                         f"{keras.path}: {sub}/{layer}/{name} has shape {tuple(array.shape)}; "
                         f"fsjax's model needs {tuple(leaf.shape)}")
+                # Cast on the host: a device cast would compile once per weight shape.
                 out[collection].setdefault(sub, {}).setdefault(layer, {})[name] = jnp.asarray(
-                    array, leaf.dtype)
+                    np.asarray(array, leaf.dtype))
             filled.add((sub, layer))
     missing = [f"{sub}/{layer}" for sub, layer in slots if (sub, layer) not in filled]
     if missing:
