@@ -19,7 +19,7 @@ import pytest
 from torch_save import torch_save
 
 from fsjax.checkpoint.manager import Checkpoints
-from fsjax.config import load_experiment
+from fsjax.config import ConfigError, load_experiment
 from fsjax.tools import import_keras
 
 PHAZE = "models/phaze_a_tiny_gblock"
@@ -118,6 +118,10 @@ def test_a_faceswap_3_model_with_its_optimizer_imports_and_resumes(shared_fixtur
     config = load_experiment(out)
     assert config.model.phaze_a.fc_max_filters == 32 and config.train.model_dir == out
     from fsjax.train import main as train
+    from fsjax.train import parse_cli
+
+    with pytest.raises(ConfigError, match="model's options are locked"):
+        parse_cli(["--config", str(out), "--config.model.phaze-a.fc-max-filters", "64"])
 
     assert train(["--config", str(out), "--faces-a", str(shared_fixtures / "faces/A"),
                   "--faces-b", str(shared_fixtures / "faces/B"), "--iterations", "3",
