@@ -82,7 +82,7 @@ def _check_moments(opt_state, moments, step):
 
 
 def test_a_faceswap_3_model_with_its_optimizer_imports_and_resumes(shared_fixtures, tmp_path,
-                                                                    capsys):
+                                                                    capsys, monkeypatch):
     source = shared_fixtures / PHAZE
     blob, moments = _torch_adam(_manifest_variables(source), step=2)
     folder = _with_member(source, tmp_path / "faceswap", "optimizer.pt", blob)
@@ -119,13 +119,18 @@ def test_a_faceswap_3_model_with_its_optimizer_imports_and_resumes(shared_fixtur
     assert config.model.phaze_a.fc_max_filters == 32 and config.train.model_dir == out
     from fsjax.train import main as train
     from fsjax.train import parse_cli
+    from fsjax.training import sharding
+
+    make_mesh = sharding.make_mesh  # one device: test_step covers eight
+    monkeypatch.setattr(sharding, "make_mesh",
+                        lambda devices=None: make_mesh(devices or jax.devices()[:1]))
 
     with pytest.raises(ConfigError, match="model's options are locked"):
         parse_cli(["--config", str(out), "--config.model.phaze-a.fc-max-filters", "64"])
 
     assert train(["--config", str(out), "--faces-a", str(shared_fixtures / "faces/A"),
                   "--faces-b", str(shared_fixtures / "faces/B"), "--iterations", "3",
-                  "--batch-size", "8", "--config.data.num-processes", "0",
+                  "--batch-size", "2", "--config.data.num-processes", "0",
                   "--config.train.save-interval", "1"]) == 0
     printed = capsys.readouterr().out
     assert "Resuming 'phaze_a'" in printed and "at iteration 2" in printed
