@@ -9,7 +9,8 @@ the graph a Faceswap 3 `.keras` file of that model carries:
 * `LeakyReLU.alpha` is `negative_slope`; `groups` leaves DepthwiseConv2D, SeparableConv2D and
   Conv2DTranspose, and SeparableConv2D's single kernel initializer, regularizer and constraint go
   (Keras 3 has one per kernel);
-* a dtype given as a string or a legacy `Policy` becomes a Keras 3 `DTypePolicy`.
+* a dtype given as a string or a legacy `Policy` becomes a Keras 3 `DTypePolicy`;
+* functional models name their module, which a `.keras` file's loader needs for the top model.
 
 Code-carrying layers (`TFOpLambda`) are refused by `keras_file.check_config` before this runs.
 """
@@ -21,6 +22,7 @@ from typing import Any
 
 _NO_GROUPS = ("DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose")
 _MODELS = ("Functional", "Model")
+_FUNCTIONAL = "keras.src.models.functional"
 
 
 def upgrade(config: dict[str, Any]) -> dict[str, Any]:
@@ -28,6 +30,8 @@ def upgrade(config: dict[str, Any]) -> dict[str, Any]:
     config = copy.deepcopy(config)
     models = set(_model_names(config))
     _rewrite(config, models)
+    config.setdefault("module", _FUNCTIONAL)  # a .keras's top model must name its module
+    config.setdefault("registered_name", None)
     return config
 
 
@@ -60,6 +64,7 @@ def _rewrite(model: dict[str, Any], models: set[str]) -> None:
         if lconf["dtype"] is None:
             lconf.pop("dtype")
         if cls in _MODELS:
+            layer.setdefault("module", _FUNCTIONAL)
             _rewrite(layer, models)
 
 

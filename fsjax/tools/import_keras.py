@@ -187,7 +187,8 @@ def import_model(source: pathlib.Path, out: pathlib.Path) -> pathlib.Path:
     state_file.write_state(state_file.state_path(out, name), _fsjax_state(fs_state, config))
     state_file.write_text_atomic(out / "config.json", state_file.experiment_json(config))
     state_file.write_text_atomic(out / f"{name}_keras_config.json",
-                                 json.dumps({"format": keras.format, "config": keras.file_config}))
+                                 json.dumps({"format": keras.format, "config": keras.file_config,
+                                            "keras_version": keras.keras_version}))
     logs = keras.path.parent / f"{name}_logs"
     if logs.is_dir():
         shutil.copytree(logs, out / f"{name}_logs")
