@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from torch_save import _global, _int, _ints, _str
 
 import fsjax.losses as fl
 from fsjax.config import ConfigError, LossConfig
@@ -30,21 +31,7 @@ SIMPLE_TOL = 1e-5
 # --- a tiny torch-format writer ------------------------------------------------------------
 
 
-def _global(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def _str(text: str) -> bytes:
-    data = text.encode()
-    return b"X" + struct.pack("<I", len(data)) + data
-
-
-def _int(value: int) -> bytes:
-    return b"J" + struct.pack("<i", value)
-
-
-def _tuple(values) -> bytes:
-    return b"(" + b"".join(_int(v) for v in values) + b"t"
+_tuple = _ints
 
 
 _ORDERED_DICT = _global("collections", "OrderedDict") + b")R"

@@ -20,7 +20,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -29,6 +28,7 @@ from fsjax.config import ConfigError, ExperimentConfig
 from fsjax.data import faces
 from fsjax.data.faces import DataError
 from fsjax.data.header import FaceFileError
+from fsjax.preview import write_preview
 
 DEFAULT_BATCH = 16  # Faceswap's convert_batchsize default
 
@@ -130,12 +130,7 @@ def _write(path: pathlib.Path, face: np.ndarray, mask: np.ndarray | None) -> Non
     if mask is not None:
         alpha = np.clip(np.rint(mask * 255.0), 0, 255).astype(np.uint8)
         image = np.concatenate([image, alpha.reshape(*image.shape[:2], 1)], axis=-1)
-    ok, data = cv2.imencode(".png", image)
-    if not ok:
-        raise OSError(f"{path}: could not encode the image")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data.tobytes())
-    tmp.replace(path)
+    write_preview(path, image)  # encoded, then renamed into place
 
 
 def main(argv: list[str] | None = None) -> int:
