@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from fsjax.config import ExperimentConfig
-from fsjax.nn import blocks
+from fsjax.nn import blocks, layers
 
 Layers = tuple[tuple[str, int], ...]
 """(layer name, filters or units) in order."""
@@ -30,6 +30,12 @@ class ModelSpec:
     input_size: int
     output_sizes: tuple[int, ...]
     learn_mask: bool
+    keras_name: str = ""
+    """The name Faceswap gives the whole Keras model, where it is not the plugin's."""
+
+    @property
+    def graph_name(self) -> str:
+        return self.keras_name or self.name
 
 
 def model_kwargs(config: ExperimentConfig) -> dict[str, Any]:
@@ -65,11 +71,11 @@ class ConvEncoder(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
         for name, filters in self.convs:
             x = blocks.conv2d_block(x, filters, name=name, **kw)
-        x = x.reshape(x.shape[0], -1)  # Keras Flatten: row-major over (H, W, C)
+        x = layers.flatten(x)
         for name, units in self.dense:
             x = blocks.dense(x, units, name=name, **kw)
         if self.reshape is not None:
-            x = x.reshape(x.shape[0], *self.reshape)
+            x = layers.reshape(x, self.reshape)
         for name, filters in self.upscales:
             x = blocks.upscale_block(x, filters, name=name, **kw)
         return x
@@ -88,7 +94,7 @@ class DenseIntermediate(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         for name, units in self.dense:
             x = blocks.dense(x, units, name=name, dtype=self.dtype, param_dtype=self.param_dtype)
-        return x.reshape(x.shape[0], *self.reshape)
+        return layers.reshape(x, self.reshape)
 
 
 class UpscaleDecoder(nn.Module):

@@ -23,7 +23,7 @@ from fsjax.models.common import (
     model_kwargs,
     upscales,
 )
-from fsjax.nn import blocks
+from fsjax.nn import blocks, layers
 
 RESIDUAL_INIT = nn.initializers.normal(0.02)
 
@@ -46,7 +46,7 @@ class Decoder(nn.Module):
         face = x
         for up_name, res_name, filters in self.stages:
             face = blocks.upscale_block(face, filters, name=up_name, activation=None, **kw)
-            face = nn.leaky_relu(face, 0.2)
+            face = layers.leaky_relu(face, 0.2)
             face = blocks.residual_block(face, filters, name=res_name,
                                          kernel_init=RESIDUAL_INIT, **kw)
         face = blocks.upscale_block(face, self.last[1], name=self.last[0], **kw)

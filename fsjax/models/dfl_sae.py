@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from fsjax.config import ExperimentConfig
 from fsjax.models.common import ConvEncoder, Layers, ModelSpec, learned_mask, model_kwargs, upscales
-from fsjax.nn import blocks
+from fsjax.nn import blocks, layers
 
 
 class Intermediate(nn.Module):
@@ -36,7 +36,7 @@ class Intermediate(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
         for name, units in self.dense:
             x = blocks.dense(x, units, name=name, **kw)
-        x = x.reshape(x.shape[0], *self.reshape)
+        x = layers.reshape(x, self.reshape)
         return blocks.upscale_block(x, self.upscale[1], name=self.upscale[0], **kw)
 
 
@@ -56,8 +56,8 @@ class Decoder(nn.Module):
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
         face, faces = x, []
         for (up, res_1, res_2, filters), out_name in zip(self.stages, self.outputs, strict=True):
-            face = nn.leaky_relu(blocks.upscale_block(face, filters, name=up, activation=None,
-                                                      **kw), 0.2)
+            face = layers.leaky_relu(blocks.upscale_block(face, filters, name=up,
+                                                          activation=None, **kw), 0.2)
             face = blocks.residual_block(face, filters, name=res_1, **kw)
             face = blocks.residual_block(face, filters, name=res_2, **kw)
             if out_name is not None:
@@ -80,7 +80,7 @@ class Liae(nn.Module):
         encoded = self.encoder_liae(face)
         both = self.intermediate_both(encoded)
         own = both if side == "a" else self.intermediate_b(encoded)
-        return jnp.concatenate([own, both], axis=-1)
+        return layers.concatenate([own, both])
 
     def __call__(self, face_a: jax.Array, face_b: jax.Array) -> dict[str, dict[str, Any]]:
         return {"a": self.decoder_both(self._code(face_a, "a")),
@@ -148,4 +148,5 @@ def build(config: ExperimentConfig) -> ModelSpec:
                               reshape=(r, r, ae), upscales=upscales(names, (ae,)), **kw)
         decoders = [_decoder(names, side, **decoder_args) for side in "ab"]
         module = Df(encoder, *decoders)
-    return ModelSpec(module, "dfl_sae", size, out_sizes, learn_mask)
+    return ModelSpec(module, "dfl_sae", size, out_sizes, learn_mask,
+                     keras_name=f"dfl_sae_{opts.architecture}")

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from fsjax.config import DlightConfig, ExperimentConfig
 from fsjax.models.common import ModelSpec, model_kwargs
-from fsjax.nn import blocks
+from fsjax.nn import blocks, layers
 from fsjax.nn.normalization import BatchNormalization
 
 INPUT_SIZE = 128
@@ -76,13 +76,14 @@ class Encoder(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
         for name, filters in self.convs:
-            pooled = nn.leaky_relu(nn.avg_pool(x, (2, 2), strides=(2, 2)), 0.1)
-            x = jnp.concatenate([blocks.conv2d_block(x, filters, name=name, **kw), pooled], -1)
-        x = x.reshape(x.shape[0], -1)  # Keras Flatten: row-major over (H, W, C)
+            conv = blocks.conv2d_block(x, filters, name=name, **kw)
+            pooled = layers.leaky_relu(layers.average_pooling(x, 2), 0.1)
+            x = layers.concatenate([conv, pooled])
+        x = layers.flatten(x)
         x = blocks.Dropout(0.05, name="dropout")(blocks.dense(x, self.dim, name="dense", **kw))
         h, w, c = self.code_shape
         x = blocks.Dropout(0.05, name="dropout_1")(blocks.dense(x, h * w * c, name="dense_1", **kw))
-        return x.reshape(x.shape[0], h, w, c)
+        return layers.reshape(x, (h, w, c))
 
 
 class DecoderA(nn.Module):
@@ -100,7 +101,7 @@ class DecoderA(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
-        x = blocks.upsampling2d(x, self.ratio, "bilinear")
+        x = layers.upsampling2d(x, self.ratio, "bilinear")
         face = x
         for layer in self.face:
             face = _up2x(face, layer, **kw)
@@ -133,13 +134,13 @@ class DecoderB(nn.Module):
 
         def stage(y: jax.Array, bias: tuple[bool, ...]) -> jax.Array:
             layer = next(ups)
-            y = nn.leaky_relu(_up2x(y, layer, activation=None, **kw), 0.2)
+            y = layers.leaky_relu(_up2x(y, layer, activation=None, **kw), 0.2)
             for use_bias in bias:
                 y = blocks.residual_block(y, layer[2], name=next(res), use_bias=use_bias, **kw)
             return y
 
         first = _up2x(x, self.face[0], activation=None, scale=self.ratio, **kw)
-        face = nn.leaky_relu(first, 0.2)
+        face = layers.leaky_relu(first, 0.2)
         for use_bias in (True, False, False):
             face = blocks.residual_block(face, self.face[0][2], name=next(res),
                                          use_bias=use_bias, **kw)
@@ -151,7 +152,7 @@ class DecoderB(nn.Module):
         face = _up2x(face, next(ups), **kw)
         out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, **kw),)}
         if self.mask_out is not None:
-            out["mask"] = _mask(nn.leaky_relu(first, 0.1), self.mask, self.mask_out, **kw)
+            out["mask"] = _mask(layers.leaky_relu(first, 0.1), self.mask, self.mask_out, **kw)
         return out
 
 

@@ -9,11 +9,10 @@ inter_both: dense_4/dense_5.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from fsjax.config import ExperimentConfig
 from fsjax.models.common import (
@@ -24,7 +23,7 @@ from fsjax.models.common import (
     decoder_layers,
     model_kwargs,
 )
-from fsjax.nn import blocks
+from fsjax.nn import blocks, layers
 
 INPUT_SIZE = 64
 OUTPUT_SIZES = (64,)
@@ -38,11 +37,14 @@ class IAE(nn.Module):
     inter_b: nn.Module
     inter_both: nn.Module
     decoder: nn.Module
+    # Faceswap builds the decoder before the intermediates (their Keras input layer numbers).
+    keras_build_order: ClassVar[tuple[str, ...]] = (
+        "encoder", "decoder", "inter_a", "inter_b", "inter_both")
 
     def _code(self, face: jax.Array, side: str) -> jax.Array:
         encoded = self.encoder(face)
         own = self.inter_a(encoded) if side == "a" else self.inter_b(encoded)
-        return jnp.concatenate([own, self.inter_both(encoded)], axis=-1)
+        return layers.concatenate([own, self.inter_both(encoded)])
 
     def __call__(self, face_a: jax.Array, face_b: jax.Array) -> dict[str, dict[str, Any]]:
         return {"a": self.decoder(self._code(face_a, "a")),

@@ -33,7 +33,6 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from fsjax.config import ConfigError, ExperimentConfig, PhazeAConfig
@@ -50,7 +49,7 @@ from fsjax.models.phaze_a_layers import (
     Stage,
     Upscaler,
 )
-from fsjax.nn import blocks
+from fsjax.nn import blocks, layers
 
 Shape = tuple[int, ...]
 _NORM_LAYERS = {"batch": "batch_normalization", "group": "group_normalization",
@@ -136,7 +135,7 @@ class PhazeA(nn.Module):
         inter = self._pick("fc", side)(encoded)
         if self.shared_fc != "none":  # "half" reuses side A's (or the combined) fc model
             shared = self.fc_shared if self.shared_fc == "full" else self._pick("fc", "a")
-            inter = jnp.concatenate([inter, shared(encoded)], axis=-1)
+            inter = layers.concatenate([inter, shared(encoded)], name=f"inter_{side}")
         if self.fc_gblock is not None:
             inter = self._pick("g_block", side)(inter, self.fc_gblock(encoded))
         return self._pick("decoder", side)(inter)
@@ -181,7 +180,7 @@ class _Planner:
             filters = channels = min(o.fs_original_max_filters, filters * 2)
             last = i == o.fs_original_depth - 1
             convs.append(ConvSpec(f"fs_dny_enc_convblk_{i}_1", filters, 4 if last else 3, 1, 0.2,
-                                  valid=last, pool=not last))
+                                  valid=last, pool="" if last else f"fs_dny_enc_pool_{i}"))
             if dim < (4 if last and not self.reflect else 2):
                 raise ConfigError(
                     f"model.phaze_a.fs_original_depth={o.fs_original_depth} is too deep for the "
@@ -298,11 +297,12 @@ class _Planner:
         o = self.o
         up = self.upscaler(o.dec_upscale_method, filters)
         norm = self._norm(_out_channels(up, channels))
+        noise = self.auto("gaussian_noise") if o.dec_gaussian and not is_mask else ""
         if not is_mask and o.dec_res_blocks and not skip_residual:
             residuals = tuple(self.names(f"residual_{filters}") for _ in range(o.dec_res_blocks))
-            return Stage(up, o.dec_gaussian, norm, 0.2, residuals)
+            return Stage(up, noise, norm, 0.2, residuals)
         relu = None if o.dec_upscale_method == "upscale_dny" else 0.1
-        return Stage(up, not is_mask and o.dec_gaussian, norm, relu)
+        return Stage(up, noise, norm, relu)
 
     def upscale_blocks(self, start: int, end: int | None,
                        shape: Shape) -> tuple[Chain, Chain | None, Shape]:
@@ -345,10 +345,13 @@ class _Planner:
     def g_block(self, channels: int) -> dict[str, Any]:
         fields: dict[str, Any] = {"style_dense": tuple(self.auto("dense") for _ in range(3))}
         fields["conv"] = self.names(f"conv2d_{channels}")
+        fields["noise"] = self.auto("gaussian_noise")
         recursions = []
         for i in range(2):
-            beta, gamma, noise = self.auto("dense"), self.auto("dense"), self.auto("conv2d")
-            recursions.append(Recursion(beta, gamma, noise, self.auto("conv2d") if i else None))
+            beta, gamma = self.auto("dense"), self.auto("dense")
+            noise, noise_conv = self.auto("gaussian_noise"), self.auto("conv2d")
+            conv = self.auto("conv2d") if i else None
+            recursions.append(Recursion(beta, gamma, noise, noise_conv, conv))
         fields["recursions"] = tuple(recursions)
         return fields
 

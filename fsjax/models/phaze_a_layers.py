@@ -8,13 +8,14 @@ apart from the layers keeps Faceswap's name counters in one place.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fsjax.nn import blocks
+from fsjax.nn import blocks, layers
 from fsjax.nn.normalization import (
     BatchNormalization,
     GroupNormalization,
@@ -27,8 +28,6 @@ from fsjax.nn.normalization import (
 NORMS = {"batch": BatchNormalization, "group": GroupNormalization,
          "instance": InstanceNormalization, "layer": LayerNormalization, "rms": RMSNormalization}
 """Phaze-A's normalization choices and the layers behind them."""
-he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
-"""Keras' HeNormal (truncated, stddev corrected), used by the G-Block's style Dense layers."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +40,7 @@ class ConvSpec:
     strides: int
     relu_alpha: float
     valid: bool = False  # the DNY encoder's last 4x4 conv has no padding
-    pool: bool = False  # the DNY encoder max-pools after each level but the last
+    pool: str = ""  # MaxPooling2D name: the DNY encoder pools after each level but the last
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +71,7 @@ class Stage:
     """One step of Faceswap's UpscaleBlocks: upscale, [noise], [norm], [LeakyReLU], residuals."""
 
     upscaler: Upscaler
-    noise: bool = False
+    noise: str = ""  # GaussianNoise layer name ("" for none)
     norm: tuple[str, str] | None = None
     relu: float | None = 0.1
     residuals: tuple[str, ...] = ()
@@ -107,36 +106,49 @@ def upscale(x: jax.Array, up: Upscaler, kw: dict[str, Any]) -> jax.Array:
     return blocks.upscale_resize_images_block(x, up.filters, name=up.name, **kw)
 
 
-def run_chain(x: jax.Array, chain: Chain, kw: dict[str, Any]) -> jax.Array:
-    if chain.reshape is not None:
-        x = x.reshape(x.shape[0], *chain.reshape)
+def _entry(x: jax.Array, chain: Chain, kw: dict[str, Any]) -> jax.Array:
     for name, kernel in zip(chain.entry, (4, 3), strict=False):
         x = blocks.conv2d_block(x, chain.entry_filters, name=name, kernel_size=kernel, strides=1,
                                 relu_alpha=0.2, **kw)
-    for stage in chain.stages:
-        x = upscale(x, stage.upscaler, kw)
-        if stage.noise:
-            x = blocks.GaussianNoise(1.0)(x)
-        if stage.norm is not None:
-            x = normalize(x, stage.norm, kw)
-        if stage.relu is not None:
-            x = nn.leaky_relu(x, stage.relu)
-        for name in stage.residuals:
-            x = blocks.residual_block(x, stage.upscaler.filters, name=name, **kw)
     return x
+
+
+def _stage(x: jax.Array, stage: Stage, kw: dict[str, Any]) -> jax.Array:
+    x = upscale(x, stage.upscaler, kw)
+    if stage.noise:
+        x = blocks.GaussianNoise(1.0, name=stage.noise)(x)
+    if stage.norm is not None:
+        x = normalize(x, stage.norm, kw)
+    if stage.relu is not None:
+        x = layers.leaky_relu(x, stage.relu)
+    for name in stage.residuals:
+        x = blocks.residual_block(x, stage.upscaler.filters, name=name, **kw)
+    return x
+
+
+def run_chains(xs: Sequence[jax.Array], chains: Sequence[Chain],
+               kw: dict[str, Any]) -> list[jax.Array]:
+    """Runs the face chain and (learn_mask) the mask chain, each step for both before the next
+    as Faceswap builds them: Keras numbers their unnamed layers (reshape_N, ...) in that order."""
+    xs = [x if c.reshape is None else layers.reshape(x, c.reshape)
+          for x, c in zip(xs, chains, strict=True)]
+    xs = [_entry(x, c, kw) for x, c in zip(xs, chains, strict=True)]
+    for stages in zip(*(c.stages for c in chains), strict=True):
+        xs = [_stage(x, s, kw) for x, s in zip(xs, stages, strict=True)]
+    return xs
 
 
 def bottleneck(x: jax.Array, spec: Bottleneck, kw: dict[str, Any]) -> jax.Array:
     if spec.norm is not None:
         x = normalize(x, spec.norm, kw)
     if spec.kind == "dense":
-        x = blocks.dense(x.reshape(x.shape[0], -1), spec.size, name=spec.dense,
+        x = blocks.dense(layers.flatten(x) if x.ndim > 2 else x, spec.size, name=spec.dense,
                          dtype=kw["dtype"], param_dtype=kw["param_dtype"])
     elif spec.kind == "average_pooling":
-        x = x.mean(axis=(1, 2))
+        x = layers.global_average_pooling(x)
     elif spec.kind == "max_pooling":
-        x = x.max(axis=(1, 2))
-    return x.reshape(x.shape[0], -1)  # Keras Flatten: row-major over (H, W, C)
+        x = layers.global_max_pooling(x)
+    return layers.flatten(x) if x.ndim > 2 else x
 
 
 class _Module(nn.Module):
@@ -166,12 +178,12 @@ class Encoder(_Module):
                 x = blocks.Conv2D(c.filters, c.kernel, c.strides, "VALID",
                                   kernel_init=self.opts.kernel_init(None), dtype=self.dtype,
                                   param_dtype=self.param_dtype, name=f"{c.name}_conv2d")(x)
-                x = nn.leaky_relu(x, c.relu_alpha)
+                x = layers.leaky_relu(x, c.relu_alpha, name=f"{c.name}_leakyrelu")
             else:
                 x = blocks.conv2d_block(x, c.filters, name=c.name, kernel_size=c.kernel,
                                         strides=c.strides, relu_alpha=c.relu_alpha, **kw)
             if c.pool:
-                x = nn.max_pool(x, (2, 2), (2, 2))
+                x = layers.max_pooling(x, 2, name=c.pool)
         if self.bottleneck is not None:
             x = bottleneck(x, self.bottleneck, kw)
         return x
@@ -196,29 +208,31 @@ class FullyConnected(_Module):
         kw = self.kw
         if self.bottleneck is not None:
             x = bottleneck(x, self.bottleneck, kw)
-        for name, units in self.dense:
-            x = blocks.Dropout(self.dropout)(x)
+        for idx, (name, units) in enumerate(self.dense):  # Faceswap names Dropout "{rate}_{n}"
+            x = blocks.Dropout(self.dropout, name=f"{float(self.dropout)}_{idx + 1}")(x)
             x = blocks.dense(x, units, name=name, dtype=self.dtype, param_dtype=self.param_dtype)
         if self.reshape is None:
             return x
-        x = x.reshape(x.shape[0], *self.reshape)
+        x = layers.reshape(x, self.reshape)
         for up in self.upsamplers:
             x = upscale(x, up, kw)
         if self.upsample_relu:
-            x = nn.leaky_relu(x, 0.1)
+            x = layers.leaky_relu(x, 0.1)
         if self.face is None:
             return x
-        face = run_chain(x, self.face, kw)
-        return face if self.mask is None else (face, run_chain(x, self.mask, kw))
+        chains = [c for c in (self.face, self.mask) if c is not None]
+        xs = run_chains([x] * len(chains), chains, kw)
+        return xs[0] if len(xs) == 1 else tuple(xs)
 
 
 @dataclasses.dataclass(frozen=True)
 class Recursion:
-    """Names of one G-Block recursion: style Dense for beta and gamma, the 1x1 noise conv and
-    (last recursion only) a 3x3 conv."""
+    """Names of one G-Block recursion: style Dense for beta and gamma, the GaussianNoise and 1x1
+    conv of its noise branch and (last recursion only) a 3x3 conv."""
 
     beta: str
     gamma: str
+    noise: str
     noise_conv: str
     conv: str | None = None
 
@@ -229,6 +243,7 @@ class GBlock(_Module):
 
     style_dense: tuple[str, ...] = ()
     conv: str = ""
+    noise: str = ""
     recursions: tuple[Recursion, ...] = ()
     nodes: int = 512
 
@@ -236,23 +251,23 @@ class GBlock(_Module):
     def __call__(self, x: jax.Array, style: jax.Array) -> jax.Array:
         dk = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         for i, name in enumerate(self.style_dense):
-            style = blocks.dense(style, self.nodes, name=name, kernel_init=he_normal, **dk)
+            style = blocks.dense(style, self.nodes, name=name, kernel_init=blocks.he_normal, **dk)
             if i < len(self.style_dense) - 1:
-                style = nn.leaky_relu(style, 0.1)
+                style = layers.leaky_relu(style, 0.1)
         filters = x.shape[-1]
         x = blocks.Conv2D(filters, 3, kernel_init=self.opts.kernel_init(None), **dk,
                           name=self.conv)(x)
-        x = blocks.GaussianNoise(1.0)(x)
+        x = blocks.GaussianNoise(1.0, name=self.noise)(x)
         for rec in self.recursions:
-            beta, gamma = (blocks.dense(style, filters, name=n, **dk).reshape(-1, 1, 1, filters)
-                           for n in (rec.beta, rec.gamma))
+            beta, gamma = (layers.reshape(blocks.dense(style, filters, name=n, **dk),
+                                          (1, 1, filters)) for n in (rec.beta, rec.gamma))
             noise = blocks.Conv2D(filters, 1, kernel_init=blocks.glorot_uniform, **dk,
-                                  name=rec.noise_conv)(blocks.GaussianNoise(1.0)(x))
+                                  name=rec.noise_conv)(blocks.GaussianNoise(1.0, name=rec.noise)(x))
             if rec.conv is not None:
                 x = blocks.Conv2D(filters, 3, kernel_init=blocks.glorot_uniform, **dk,
                                   name=rec.conv)(x)
-            x = ada_instance_norm(x, beta, gamma) + noise.astype(jnp.float32)
-            x = nn.leaky_relu(x, 0.2).astype(self.dtype)
+            x = layers.add([ada_instance_norm(x, beta, gamma), noise.astype(jnp.float32)])
+            x = layers.leaky_relu(x, 0.2).astype(self.dtype)
         return x
 
 
@@ -270,10 +285,9 @@ class Decoder(_Module):
     @nn.compact
     def __call__(self, x: Any) -> dict[str, Any]:
         kw = self.kw
-        face, mask = x if isinstance(x, tuple) else (x, x)
-        face = run_chain(face, self.face, kw)
-        out = {"faces": (blocks.conv2d_output(face, 3, self.kernel, name=self.face_out, **kw),)}
+        chains = [c for c in (self.face, self.mask) if c is not None]
+        xs = run_chains(list(x) if isinstance(x, tuple) else [x] * len(chains), chains, kw)
+        out = {"faces": (blocks.conv2d_output(xs[0], 3, self.kernel, name=self.face_out, **kw),)}
         if self.mask_out is not None:
-            mask = run_chain(mask, self.mask, kw)
-            out["mask"] = blocks.conv2d_output(mask, 1, self.kernel, name=self.mask_out, **kw)
+            out["mask"] = blocks.conv2d_output(xs[1], 1, self.kernel, name=self.mask_out, **kw)
         return out

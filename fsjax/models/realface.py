@@ -26,7 +26,7 @@ from fsjax.models.common import (
     model_kwargs,
     upscales,
 )
-from fsjax.nn import blocks
+from fsjax.nn import blocks, layers
 
 DOWNSCALE = 16  # four strided encoder convs: the code is input_size / 16 wide
 MASK_FILTERS = 384  # the mask branches' first upscale; not tied to any option
@@ -60,8 +60,8 @@ class Encoder(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
         for conv, res_1, res_2, filters in self.stages:
-            x = nn.leaky_relu(blocks.conv2d_block(x, filters, name=conv, activation=None, **kw),
-                              0.2)
+            x = layers.leaky_relu(
+                blocks.conv2d_block(x, filters, name=conv, activation=None, **kw), 0.2)
             x = blocks.residual_block(x, filters, name=res_1, **kw)
             x = blocks.residual_block(x, filters, name=res_2, **kw)
         return blocks.conv2d_block(x, self.last[1], name=self.last[0], **kw)
@@ -89,25 +89,25 @@ class Decoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
-        x = x.reshape(x.shape[0], -1)  # Keras Flatten: row-major over (H, W, C)
+        x = layers.flatten(x)
         for name, units in self.dense:
             x = blocks.dense(x, units, name=name, **kw)
         filters = self.reshape[-1]
-        xy = blocks.upscale_block(x.reshape(x.shape[0], *self.reshape), filters,
+        xy = blocks.upscale_block(layers.reshape(x, self.reshape), filters,
                                   name=self.entry[0], activation=None, **kw)
-        face = blocks.residual_block(nn.leaky_relu(xy, 0.2), filters, name=self.entry[1],
+        face = blocks.residual_block(layers.leaky_relu(xy, 0.2), filters, name=self.entry[1],
                                      use_bias=False, **kw)
         for up, filters, residuals in self.stages:
             if not residuals:
                 face = blocks.upscale_block(face, filters, name=up, **kw)
                 continue
-            face = nn.leaky_relu(blocks.upscale_block(face, filters, name=up, activation=None,
-                                                      **kw), 0.2)
+            face = layers.leaky_relu(blocks.upscale_block(face, filters, name=up,
+                                                          activation=None, **kw), 0.2)
             for res, use_bias in residuals:
                 face = blocks.residual_block(face, filters, name=res, use_bias=use_bias, **kw)
         out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, **kw),)}
         if self.mask_out is not None:
-            out["mask"] = learned_mask(nn.leaky_relu(xy, 0.1), self.mask, self.mask_out, **kw)
+            out["mask"] = learned_mask(layers.leaky_relu(xy, 0.1), self.mask, self.mask_out, **kw)
         return out
 
 

@@ -28,7 +28,7 @@ from fsjax.models.common import (
     model_kwargs,
     upscales,
 )
-from fsjax.nn import blocks
+from fsjax.nn import blocks, layers
 
 INIT = nn.initializers.normal(0.02)
 LOWMEM = dict(complexity_encoder=128, nodes=512, dense_dim=384, complexity_decoder_a=320,
@@ -53,10 +53,10 @@ class Encoder(nn.Module):
         for idx, (name, filters) in enumerate(self.convs):
             x = blocks.conv2d_block(x, filters, name=name,
                                     normalization="instance" if idx < 2 else None, **kw)
-        x = x.reshape(x.shape[0], -1)  # Keras Flatten: row-major over (H, W, C)
+        x = layers.flatten(x)
         for name, units in self.dense:
             x = blocks.dense(x, units, name=name, **kw)
-        return x.reshape(x.shape[0], *self.reshape)
+        return layers.reshape(x, self.reshape)
 
 
 class Decoder(nn.Module):
@@ -82,7 +82,7 @@ class Decoder(nn.Module):
             face = blocks.upscale_block(face, filters, name=up, kernel_size=5, kernel_init=INIT,
                                         activation=None if res else "leakyrelu", **kw)
             if res is not None:
-                face = blocks.residual_block(nn.leaky_relu(face, 0.2), filters, name=res,
+                face = blocks.residual_block(layers.leaky_relu(face, 0.2), filters, name=res,
                                              kernel_init=INIT, **kw)
             if rate:
                 name = f"spatial_dropout2d_{dropouts}" if dropouts else "spatial_dropout2d"

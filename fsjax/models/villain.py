@@ -23,7 +23,7 @@ from fsjax.models.common import (
     model_kwargs,
     upscales,
 )
-from fsjax.nn import blocks
+from fsjax.nn import blocks, layers
 
 INPUT_SIZE = 128
 OUTPUT_SIZES = (128,)
@@ -45,23 +45,23 @@ class Encoder(nn.Module):
                   opts=self.opts)
         names = iter(self.names)
         stem = blocks.conv2d_block(x, 128, name=next(names), activation=None, **kw)
-        x = nn.leaky_relu(stem, 0.2)
+        x = layers.leaky_relu(stem, 0.2)
         for _ in range(8 if self.lowmem else 16):
             x = blocks.residual_block(x, 128, name=next(names), **kw)
-        x = x + nn.leaky_relu(stem, 0.1)
+        x = layers.add([x, layers.leaky_relu(stem, 0.1)])
         for _ in range(2):
-            x = blocks.pixel_shuffle(blocks.conv2d_block(x, 128, name=next(names), **kw))
+            x = layers.pixel_shuffle(blocks.conv2d_block(x, 128, name=next(names), **kw))
         x = blocks.conv2d_block(x, 128, name=next(names), **kw)
         x = blocks.separable_conv2d_block(x, 256, name=next(names), **kw)
         x = blocks.conv2d_block(x, 512, name=next(names), **kw)
         if not self.lowmem:
             x = blocks.separable_conv2d_block(x, 1024, name=next(names), **kw)
-        x = x.reshape(x.shape[0], -1)
+        x = layers.flatten(x)
         x = nn.Dense(512 if self.lowmem else 1024, kernel_init=INIT, dtype=self.dtype,
                      param_dtype=self.param_dtype, name="dense")(x)
         x = nn.Dense(8 * 8 * 1024, kernel_init=INIT, dtype=self.dtype,
                      param_dtype=self.param_dtype, name="dense_1")(x)
-        x = x.reshape(x.shape[0], 8, 8, 1024)
+        x = layers.reshape(x, (8, 8, 1024))
         return blocks.upscale_block(x, 512, name=next(names), **kw)
 
 
@@ -83,7 +83,7 @@ class Decoder(nn.Module):
         for up, res, filters in self.stages:
             face = blocks.upscale_block(face, filters, name=up, activation=None,
                                         kernel_init=INIT, **kw)
-            face = blocks.residual_block(nn.leaky_relu(face, 0.2), filters, name=res,
+            face = blocks.residual_block(layers.leaky_relu(face, 0.2), filters, name=res,
                                          kernel_init=INIT, **kw)
         out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, **kw),)}
         if self.mask_out is not None:

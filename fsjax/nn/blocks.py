@@ -5,7 +5,8 @@ adds the layers `conv_128_0_conv2d` and `conv_128_0_leakyrelu` directly to its s
 the same flat parameter names (`encoder/conv_128_0_conv2d/kernel`), the blocks here are functions
 called inside a parent's `@nn.compact` method; only layers that own parameters are Linen modules.
 Layer names are always passed in explicitly (see `Namer`) instead of coming from Faceswap's
-process-wide counter. Every block takes `opts` (`BlockOptions`: Faceswap's icnr_init,
+process-wide counter; parameter-free layers come from `fsjax.nn.layers`, so they carry their Keras
+names too (for export). Every block takes `opts` (`BlockOptions`: Faceswap's icnr_init,
 conv_aware_init and reflect_padding switches) and applies it where Faceswap does.
 
 Randomness during training (dropout, Gaussian noise) draws from the `dropout` PRNG stream; when
@@ -22,20 +23,22 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fsjax.nn import layers
 from fsjax.nn.conv import (  # noqa: F401  (re-exported: the layers blocks are made of)
     Conv2D,
     Conv2DTranspose,
     DepthwiseConv2D,
     SeparableConv2D,
-    reflection_pad,
 )
 from fsjax.nn.initializers import (  # noqa: F401
     BlockOptions,
     Initializer,
     glorot_uniform,
+    he_normal,
     he_uniform,
     residual_second_init,
 )
+from fsjax.nn.layers import pixel_shuffle, upsampling2d  # noqa: F401  (re-exported)
 from fsjax.nn.normalization import BatchNormalization, InstanceNormalization
 
 Dtype = Any
@@ -57,17 +60,7 @@ class Namer:
         return f"{base}_{index}"
 
 
-def pixel_shuffle(x: jax.Array, scale: int = 2) -> jax.Array:
-    """Depth to space in TensorFlow's channel order (Faceswap's `PixelShuffler`).
-
-    `out[h*r + i, w*r + j, c] = in[h, w, (i*r + j)*C + c]`, which differs from torch's PixelShuffle.
-    """
-    n, h, w, c = x.shape
-    oc = c // (scale * scale)
-    x = x.reshape(n, h, w, scale, scale, oc)
-    x = x.transpose(0, 1, 3, 2, 4, 5)
-    return x.reshape(n, h * scale, w * scale, oc)
-
+reflection_pad = layers.reflection_padding
 
 
 class PReLU(nn.Module):
@@ -87,9 +80,9 @@ def activate(x: jax.Array, activation: str | None, *, name: str, relu_alpha: flo
     if activation is None:
         return x
     if activation == "leakyrelu":
-        return nn.leaky_relu(x, relu_alpha)
+        return layers.leaky_relu(x, relu_alpha, name=f"{name}_leakyrelu")
     if activation == "swish":
-        return nn.swish(x)
+        return layers.swish(x, name=f"{name}_swish")
     if activation == "prelu":
         return PReLU(param_dtype=param_dtype, name=f"{name}_prelu")(x)
     raise ValueError(f"unknown activation {activation!r}")
@@ -130,7 +123,8 @@ def conv2d_block(
     `{name}_dwconv2d`, `filters` ignored), [norm], [activation]."""
     padding = "SAME"
     if opts.reflect_padding:
-        x, padding = reflection_pad(x, kernel_size, strides), "VALID"
+        x = layers.reflection_padding(x, kernel_size, strides, name=f"{name}_reflectionpadding2d")
+        padding = "VALID"
     init = opts.kernel_init(kernel_init, is_upscale=is_upscale)
     kw = dict(dtype=dtype, param_dtype=param_dtype)
     if use_depthwise:
@@ -156,7 +150,7 @@ def conv2d_output(
     """Faceswap's `Conv2DOutput`: conv `{name}_conv2d` then a sigmoid computed in float32."""
     x = Conv2D(filters, kernel_size, 1, kernel_init=opts.kernel_init(None), dtype=dtype,
                param_dtype=param_dtype, name=f"{name}_conv2d")(x)
-    return jax.nn.sigmoid(x.astype(jnp.float32))
+    return layers.activation(x, "sigmoid", name=name)
 
 
 def upscale_block(
@@ -181,15 +175,7 @@ def upscale_block(
         relu_alpha=relu_alpha, activation=activation, normalization=normalization,
         kernel_init=kernel_init, is_upscale=True, opts=opts, dtype=dtype, param_dtype=param_dtype,
     )
-    return pixel_shuffle(x, scale)
-
-
-def upsampling2d(x: jax.Array, size: int, interpolation: str = "nearest") -> jax.Array:
-    """Keras UpSampling2D: nearest repeats pixels; bilinear uses half-pixel centres."""
-    if interpolation == "nearest":
-        return jnp.repeat(jnp.repeat(x, size, axis=1), size, axis=2)
-    n, h, w, c = x.shape
-    return jax.image.resize(x, (n, h * size, w * size, c), "bilinear").astype(x.dtype)
+    return layers.pixel_shuffle(x, scale, name=f"{name}_pixelshuffler")
 
 
 def upscale2x_block(
@@ -224,8 +210,10 @@ def upscale2x_block(
         return shuffled
     conv = Conv2D(f, 3, kernel_init=opts.kernel_init(kernel_init, is_upscale=True), dtype=dtype,
                   param_dtype=param_dtype, name=f"{name}_conv2d")(x)
-    resized = upsampling2d(conv, scale, interpolation)
-    return resized + shuffled if fast else jnp.concatenate([shuffled, resized], axis=-1)
+    resized = layers.upsampling2d(conv, scale, interpolation, name=f"{name}_upsampling2D")
+    if fast:
+        return layers.add([resized, shuffled])
+    return layers.concatenate([shuffled, resized], name=f"{name}_concatenate")
 
 
 def upscale_resize_images_block(
@@ -244,11 +232,12 @@ def upscale_resize_images_block(
     """Faceswap's `UpscaleResizeImagesBlock` (`upscale_ri_{f}_{n}`): a conv over the resized
     image plus a Keras stride-2 transposed conv (Glorot), then LeakyReLU(0.2) / Swish / PReLU."""
     kw = dict(dtype=dtype, param_dtype=param_dtype)
-    resized = upsampling2d(x, scale, interpolation)
+    resized = layers.resize_images(x, scale, interpolation, name=f"{name}_resize")
     a = Conv2D(filters, kernel_size, kernel_init=opts.kernel_init(None, is_upscale=True), **kw,
                name=f"{name}_conv")(resized)
     b = Conv2DTranspose(filters, 3, 2, **kw, name=f"{name}_convtrans")(x)
-    return activate(a + b, activation, name=name, relu_alpha=0.2, param_dtype=param_dtype)
+    return activate(layers.add([a, b]), activation, name=name, relu_alpha=0.2,
+                    param_dtype=param_dtype)
 
 
 def upscale_dny_block(
@@ -267,7 +256,7 @@ def upscale_dny_block(
 ) -> jax.Array:
     """Faceswap's `UpscaleDNYBlock` (`upscale_dny_{f}_{n}`): bilinear upsampling then two
     stride-1 Conv2DBlocks `{name}_conv2d_1`, `{name}_conv2d_2` with LeakyReLU(0.2)."""
-    x = upsampling2d(x, size, interpolation)
+    x = layers.upsampling2d(x, size, interpolation, name=f"{name}_upsample2d")
     for idx in (1, 2):
         x = conv2d_block(x, filters, name=f"{name}_conv2d_{idx}", kernel_size=kernel_size,
                          strides=1, relu_alpha=0.2, activation=activation,
@@ -296,12 +285,13 @@ def residual_block(
     y = x
     for idx, init in enumerate(inits):
         if opts.reflect_padding:
-            y = reflection_pad(y, kernel_size, 1)
+            y = layers.reflection_padding(y, kernel_size, 1,
+                                          name=f"{name}_reflectionpadding2d_{idx}")
         y = Conv2D(filters, kernel_size, 1, padding, kernel_init=init, **kw,
                    name=f"{name}_conv2d_{idx}")(y)
         if idx == 0:
-            y = nn.leaky_relu(y, 0.2)
-    return nn.leaky_relu(y + x, 0.2)
+            y = layers.leaky_relu(y, 0.2, name=f"{name}_leakyrelu_1")
+    return layers.leaky_relu(layers.add([y, x]), 0.2, name=f"{name}_leakyrelu_3")
 
 
 def dense(
@@ -327,7 +317,7 @@ def separable_conv2d_block(x: jax.Array, filters: int, *, name: str, kernel_size
     """Faceswap's `SeparableConv2DBlock`: separable conv (`{name}_seperableconv2d`, sic), ReLU."""
     x = SeparableConv2D(filters, kernel_size, strides, kernel_init=opts.kernel_init(kernel_init),
                         dtype=dtype, param_dtype=param_dtype, name=f"{name}_seperableconv2d")(x)
-    return jax.nn.relu(x)
+    return layers.activation(x, "relu", name=f"{name}_relu")
 
 
 class GaussianNoise(nn.Module):

@@ -180,14 +180,3 @@ class Conv2DTranspose(nn.Module):
             x.astype(self.dtype), flipped, (1, 1), (pad, pad), lhs_dilation=(s, s),
             dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return y + bias.astype(self.dtype)
-
-
-def reflection_pad(x: jax.Array, kernel_size: int, strides: int) -> jax.Array:
-    """Faceswap's ReflectionPadding2D: the SAME output size, padded by reflection (no edge
-    repeat). Per axis the total is max(k - s, 0) when the size divides by s, else
-    max(k - size % s, 0); the smaller half goes first."""
-    pads = [(0, 0)]
-    for size in x.shape[1:3]:
-        total = max(kernel_size - (strides if size % strides == 0 else size % strides), 0)
-        pads.append((total // 2, total - total // 2))
-    return jnp.pad(x, pads + [(0, 0)], mode="reflect")

@@ -17,6 +17,8 @@ Initializer = Callable[..., jax.Array]
 
 he_uniform = nn.initializers.variance_scaling(2.0, "fan_in", "uniform")
 """Faceswap's default kernel initializer for its Conv2D wrappers."""
+he_normal = nn.initializers.variance_scaling(2.0, "fan_in", "truncated_normal")
+"""Keras' HeNormal (truncated, stddev corrected), used by Phaze-A's G-Block style Dense layers."""
 glorot_uniform = nn.initializers.xavier_uniform()
 """Keras' default for plain Dense/Conv2D layers created outside the wrappers."""
 residual_second_init = nn.initializers.variance_scaling(0.2, "fan_in", "uniform")
@@ -37,6 +39,8 @@ def icnr(base: Initializer, scale: int = 2) -> Initializer:
         sub = base(key, (*shape[:-1], shape[-1] // reps), dtype)
         return jnp.tile(sub, (1,) * (len(shape) - 1) + (reps,))
 
+    # The Keras class this stands for, for graph export (`fsjax.interop.keras_graph`).
+    init.faceswap = ("ICNR", {"scale": scale, "initializer": base})  # type: ignore[attr-defined]
     return init
 
 
@@ -76,6 +80,9 @@ def convolution_aware(eps_std: float = 0.05) -> Initializer:
         kernels = kernels * jnp.sqrt(2.0 / (kh * kw * cin) / jnp.var(kernels))
         return kernels.transpose(2, 3, 1, 0).astype(dtype)
 
+    # The Keras class this stands for, for graph export (`fsjax.interop.keras_graph`).
+    init.faceswap = ("ConvolutionAware",  # type: ignore[attr-defined]
+                     {"eps_std": eps_std, "seed": None, "initialized": False})
     return init
 
 

@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fsjax.nn import layers
+
 Dtype = Any
 
 
@@ -39,14 +41,17 @@ class InstanceNormalization(nn.Module):
         return y.astype(self.dtype)
 
 
-def ada_instance_norm(x: jax.Array, beta: jax.Array, gamma: jax.Array,
-                      epsilon: float = 1e-3) -> jax.Array:
+def ada_instance_norm(x: jax.Array, beta: jax.Array, gamma: jax.Array, epsilon: float = 1e-3,
+                      name: str | None = None) -> jax.Array:
     """Faceswap's AdaInstanceNormalization: per sample and channel over H, W, eps on σ, then the
-    style's gamma and beta (each (N, 1, 1, C)). No weights; computed in float32."""
+    style's gamma and beta (each (N, 1, 1, C)). No weights; computed in float32. A Keras layer
+    on the list [x, beta, gamma] (reported for graph export)."""
     x32 = x.astype(jnp.float32)
     mean = x32.mean((1, 2), keepdims=True)
     std = jnp.sqrt(((x32 - mean) ** 2).mean((1, 2), keepdims=True))
-    return (x32 - mean) / (std + epsilon) * gamma.astype(jnp.float32) + beta.astype(jnp.float32)
+    out = (x32 - mean) / (std + epsilon) * gamma.astype(jnp.float32) + beta.astype(jnp.float32)
+    config = {"axis": -1, "momentum": 0.99, "epsilon": epsilon, "center": True, "scale": True}
+    return layers._done("AdaInstanceNormalization", config, name, [x, beta, gamma], out)
 
 
 class BatchNormalization(nn.Module):
