@@ -1,7 +1,9 @@
 """`python -m fsjax.tools.export_keras`: a model imported from Faceswap 3 goes back out as a
 `.keras` that is Faceswap's own file again, weight for weight; one imported from Faceswap 2 goes
-out as the Keras 3 file Faceswap 3's updater would make. Real Keras loads each export and runs it
-to Faceswap's recorded outputs."""
+out as the Keras 3 file Faceswap 3's updater would make. Without the imported graph, as for a model
+fsjax created, export writes the graph it traces, and the file is again Faceswap's (its config
+differing only in Keras's object numbering). Real Keras loads each export and runs it to
+Faceswap's recorded outputs."""
 
 from __future__ import annotations
 
@@ -28,11 +30,14 @@ MODELS = {"dfl_sae_df_tiny": ("dfl_sae", "models/dfl_sae_df_tiny"),
           "phaze_a_tiny_gblock": ("phaze_a", "models/phaze_a_tiny_gblock"),
           "dfl_sae_liae_fs2": ("dfl_sae", "legacy_h5/dfl_sae_liae")}
 KERAS3 = ["dfl_sae_df_tiny", "phaze_a_tiny_gblock"]
+# The same imports without the imported graph: export writes the graph it traces from the
+# model fsjax builds, as for a model fsjax created (keras_graph).
+TRACED = {f"{variant}_traced": variant for variant in KERAS3}
 TOLERANCE = 1e-5
 
-# Run by real Keras in a subprocess (Keras stays out of the test process). Faceswap's two custom
-# layers that these graphs use are written here from their documented maths (data.md §6.1,
-# models.md §1); custom_objects resolves them by their `registered_name`.
+# Run by real Keras in a subprocess (Keras stays out of the test process). Faceswap's custom layers
+# that the graphs use are written here from their documented maths (data.md §6.1, models.md §1);
+# custom_objects resolves them by their `registered_name`.
 KERAS_SCRIPT = '''
 import sys
 
@@ -74,6 +79,36 @@ class AdaInstanceNormalization(keras.layers.Layer):
         return input_shape[0]
 
 
+class InstanceNormalization(keras.layers.Layer):
+    """Faceswap's plugins use axis=None: statistics over H, W and C per sample, eps added to
+    the standard deviation, scalar gamma then beta."""
+
+    def __init__(self, axis=None, epsilon=1e-3, center=True, scale=True, **kwargs):
+        for key in [k for k in kwargs if k.endswith(("_initializer", "_regularizer",
+                                                     "_constraint"))]:
+            kwargs.pop(key)
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+
+    def build(self, input_shape):
+        self.gamma = self.add_weight(shape=(1,), name="gamma", initializer="ones")
+        self.beta = self.add_weight(shape=(1,), name="beta", initializer="zeros")
+
+    def call(self, x):
+        mean = ops.mean(x, axis=(1, 2, 3), keepdims=True)
+        std = ops.sqrt(ops.mean(ops.square(x - mean), axis=(1, 2, 3), keepdims=True))
+        return (x - mean) / (std + self.epsilon) * self.gamma + self.beta
+
+
+class Swish(keras.layers.Layer):
+    def __init__(self, beta=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.beta = beta
+
+    def call(self, x):
+        return ops.silu(x * self.beta)
+
+
 def no_random(shape, *args, dtype=None, **kwargs):
     """Loading overwrites every variable; Keras's random initialisers would compile an XLA
     program per weight shape, most of the load time on CPU."""
@@ -83,7 +118,8 @@ def no_random(shape, *args, dtype=None, **kwargs):
 for name in ("uniform", "normal", "truncated_normal"):
     setattr(keras.src.backend.random, name, no_random)
 
-custom = {"PixelShuffler": PixelShuffler, "AdaInstanceNormalization": AdaInstanceNormalization}
+custom = {"PixelShuffler": PixelShuffler, "AdaInstanceNormalization": AdaInstanceNormalization,
+          "InstanceNormalization": InstanceNormalization, "Swish": Swish}
 args = sys.argv[1:]
 for model_path, inputs_path, out_path in zip(args[::3], args[1::3], args[2::3]):
     model = keras.saving.load_model(model_path, custom_objects=custom, compile=False,
@@ -106,7 +142,27 @@ def exported(shared_fixtures, tmp_path_factory):
         file = root / "x" / variant / f"{plugin}.keras"
         assert export_keras.main([str(root / variant), "--out", str(file)]) == 0
         out[variant] = (source, root / variant, file)
+    for variant, imported in TRACED.items():
+        plugin = MODELS[imported][0]
+        shutil.copytree(root / imported, root / variant,
+                        ignore=shutil.ignore_patterns(f"{plugin}_keras_config.json"))
+        file = root / "x" / variant / f"{plugin}.keras"
+        assert export_keras.main([str(root / variant), "--out", str(file)]) == 0
+        out[variant] = (out[imported][0], root / variant, file)
     return out
+
+
+def _plugin(variant):
+    return MODELS[TRACED.get(variant, variant)][0]
+
+
+def _without_object_ids(tree):
+    """Keras numbers the objects a config shares by memory address (`shared_object_id`)."""
+    if isinstance(tree, dict):
+        return {k: _without_object_ids(v) for k, v in tree.items() if k != "shared_object_id"}
+    if isinstance(tree, list):
+        return [_without_object_ids(v) for v in tree]
+    return tree
 
 
 def _h5(path):
@@ -130,9 +186,9 @@ def _saved(folder, plugin):
     return saved
 
 
-@pytest.mark.parametrize("variant", KERAS3)
+@pytest.mark.parametrize("variant", KERAS3 + list(TRACED))
 def test_export_gives_back_faceswaps_file_bit_for_bit(exported, variant, capsys):
-    plugin = MODELS[variant][0]
+    plugin = _plugin(variant)
     source, fsjax_dir, file = exported[variant]
     original = source / f"{plugin}.keras"
     ours, theirs = _h5(file), _h5(original)
@@ -145,7 +201,11 @@ def test_export_gives_back_faceswaps_file_bit_for_bit(exported, variant, capsys)
             assert got.tobytes() == array.tobytes(), key
     with zipfile.ZipFile(file) as mine, zipfile.ZipFile(original) as faceswaps:
         assert mine.namelist() == faceswaps.namelist()
-        assert mine.read("config.json") == faceswaps.read("config.json")
+        if variant in TRACED:  # the traced graph is Faceswap's but for object numbering
+            assert mine.read("config.json") == json.dumps(
+                _without_object_ids(json.loads(faceswaps.read("config.json")))).encode()
+        else:
+            assert mine.read("config.json") == faceswaps.read("config.json")
         assert set(json.loads(mine.read("metadata.json"))) == {"keras_version", "date_saved"}
     state = json.loads((file.parent / f"{plugin}_state.json").read_text())
     fs_state = json.loads((source / f"{plugin}_state.json").read_text())
@@ -153,11 +213,11 @@ def test_export_gives_back_faceswaps_file_bit_for_bit(exported, variant, capsys)
     assert state["sessions"] == fs_state["sessions"]
 
 
-@pytest.mark.parametrize("variant", list(MODELS))
+@pytest.mark.parametrize("variant", list(MODELS) + list(TRACED))
 def test_fsjax_to_keras_to_fsjax_is_bit_exact(exported, variant):
     source, fsjax_dir, file = exported[variant]
     _, variables = import_keras.load(file.parent)
-    saved = _saved(fsjax_dir, MODELS[variant][0])
+    saved = _saved(fsjax_dir, _plugin(variant))
     expected = {"params": saved["params"], **saved["model_state"]}
     assert jax.tree.structure(variables) == jax.tree.structure(expected)
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, variables, expected)))
@@ -200,20 +260,17 @@ def test_real_keras_loads_the_export_and_gives_faceswaps_outputs(exported, share
                                        err_msg=f"{variant} output {i}: Keras vs Faceswap")
 
 
-def test_a_folder_without_a_keras_graph_is_refused(exported, tmp_path, capsys):
+def test_a_stored_graph_that_is_not_an_imports_is_refused(exported, tmp_path, capsys):
     _, fsjax_dir, _ = exported["dfl_sae_df_tiny"]
     folder = tmp_path / "model"
-    shutil.copytree(fsjax_dir, folder, ignore=shutil.ignore_patterns("dfl_sae_keras_config.json"))
+    shutil.copytree(fsjax_dir, folder)
+    (folder / "dfl_sae_keras_config.json").write_text(json.dumps({"format": "savedmodel",
+                                                                  "config": {}}))
     out = tmp_path / "faceswap" / "dfl_sae.keras"
     assert export_keras.main([str(folder), "--out", str(out)]) == 1
     message = capsys.readouterr().err
-    assert "export currently needs a model imported from Faceswap" in message
-    assert "cannot yet write the Keras graph of a model it created" in message
+    assert "dfl_sae_keras_config.json: not the Keras graph an import writes" in message
     assert message.count("\n") == 1 and not out.parent.exists()
-    (folder / "dfl_sae_keras_config.json").write_text(json.dumps({"format": "savedmodel",
-                                                                  "config": {}}))
-    assert export_keras.main([str(folder), "--out", str(out)]) == 1
-    assert "needs a model imported from Faceswap" in capsys.readouterr().err
 
 
 def test_weights_that_do_not_fit_the_graph_are_named(shared_fixtures):

@@ -7,11 +7,12 @@ The newest checkpoint's weights go into a `.keras` zip laid out as Keras 3 saves
 (`metadata.json`, `config.json`, `model.weights.h5`), and the folder's `<plugin>_state.json` goes
 beside it, since Faceswap reads the iteration count, sessions and options from there.
 
-Only a model imported from Faceswap can be exported: the graph of the imported file
-(`<plugin>_keras_config.json`) is written back, unchanged for a Faceswap 3 `.keras`, and for a
-Faceswap 2 `.h5` rewritten for Keras 3 as Faceswap 3's own updater does (`keras_upgrade`). fsjax
-cannot yet make a graph for a model it created. The graph is only read as data: no layer is built
-and nothing in it is run.
+The graph (`config.json`) of a model imported from Faceswap is the imported file's
+(`<plugin>_keras_config.json`), written back unchanged for a Faceswap 3 `.keras`, and for a
+Faceswap 2 `.h5` rewritten for Keras 3 as Faceswap 3's own updater does (`keras_upgrade`). For a
+model fsjax created, `keras_graph` traces the model built from the folder's options and writes the
+graph Faceswap 3 would have saved for them. Either way the graph is only data here: no Keras layer
+is built and nothing in it is run.
 
 Inside `model.weights.h5` Keras addresses a layer by position, not by name: each model's layers,
 in config order, sit at `layers/<class name in snake_case>` made unique per model (`conv2d`,
@@ -34,9 +35,9 @@ import io
 import json
 import os
 import pathlib
-import re
 import sys
 import zipfile
+from collections.abc import Iterator
 from typing import Any
 
 import h5py
@@ -46,7 +47,8 @@ import numpy as np
 from fsjax.checkpoint import folder, state_file
 from fsjax.checkpoint.manager import Checkpoints
 from fsjax.checkpoint.state_file import ModelFolderError
-from fsjax.interop import keras_upgrade
+from fsjax.interop import keras_graph, keras_upgrade
+from fsjax.interop.keras_graph import snake_case
 from fsjax.interop.optimizer_state import OptimizerImportError, keras_order
 
 # Faceswap 3's Keras (reference/data.md); named in metadata.json when the import kept none.
@@ -68,13 +70,6 @@ class Entry:
     path: str
     name: str
     arrays: list[np.ndarray]
-
-
-def snake_case(class_name: str) -> str:
-    """Keras's object name for a class: `Conv2D` -> `conv2d`, `LeakyReLU` -> `leaky_re_lu`."""
-    name = re.sub(r"\W+", "", class_name)
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 def _unique(name: str, used: dict[str, int]) -> str:
@@ -123,17 +118,12 @@ def expected_shapes(class_name: str, config: dict[str, Any],
     return None
 
 
-def plan(file_config: dict[str, Any], variables: dict[str, Any]) -> list[Entry]:
-    """Every `vars` group of the file for the graph `file_config` (the `.keras`'s config.json),
-    filled from `variables` (`{sub-model: {layer: {variable: array}}}`)."""
-    left = {(sub, layer): vars_ for sub, layers in variables.items()
-            for layer, vars_ in layers.items()}
-    done: set[tuple[str, str]] = set()
+def layer_paths(file_config: dict[str, Any]) -> Iterator[tuple[str, str | None, str, dict]]:
+    """`(h5 group, sub-model or None, layer name, layer entry)` of every layer of the graph in
+    file order, sub-models included (a shared sub-model once, where Keras first meets it)."""
     seen_models: set[str] = set()
-    top = file_config.get("config", {})
-    entries = [Entry("", str(top.get("name", "")), [])]
 
-    def walk(model: dict[str, Any], path: str, sub: str | None) -> None:
+    def walk(model: dict[str, Any], path: str, sub: str | None) -> Iterator[tuple]:
         used: dict[str, int] = {}
         for layer in model.get("config", {}).get("layers", []):
             cls, conf = str(layer.get("class_name")), layer.get("config", {})
@@ -143,21 +133,35 @@ def plan(file_config: dict[str, Any], variables: dict[str, Any]) -> list[Entry]:
                 if cls != "Functional":
                     raise ExportError(f"{sub or 'model'}/{name}: a nested {cls} model; Faceswap "
                                       "models nest only functional ones")
-                if name in seen_models:  # a shared model is saved where Keras first meets it
+                if name in seen_models:
                     continue
                 seen_models.add(name)
-                entries.append(Entry(where, name, []))
-                walk(layer, f"{where}/", sub or name)
+                yield where, None, name, layer
+                yield from walk(layer, f"{where}/", sub or name)
                 continue
-            key = (sub or "", name)
-            if key in done and left.get(key):
-                raise ExportError(f"{sub}: two Keras layers named {name!r}")
-            held = left.get(key, {}) if sub else {}
-            done.add(key)
-            entries.append(Entry(where, name, _arrays(f"{sub or 'model'}/{name}", cls, layer,
-                                                      held)))
+            yield where, sub, name, layer
 
-    walk(file_config, "", None)
+    yield from walk(file_config, "", None)
+
+
+def plan(file_config: dict[str, Any], variables: dict[str, Any]) -> list[Entry]:
+    """Every `vars` group of the file for the graph `file_config` (the `.keras`'s config.json),
+    filled from `variables` (`{sub-model: {layer: {variable: array}}}`)."""
+    left = {(sub, layer): vars_ for sub, layers in variables.items()
+            for layer, vars_ in layers.items()}
+    done: set[tuple[str, str]] = set()
+    entries = [Entry("", str(file_config.get("config", {}).get("name", "")), [])]
+    for where, sub, name, layer in layer_paths(file_config):
+        if isinstance(layer.get("config", {}).get("layers"), list):
+            entries.append(Entry(where, name, []))
+            continue
+        key = (sub or "", name)
+        if key in done and left.get(key):
+            raise ExportError(f"{sub}: two Keras layers named {name!r}")
+        held = left.get(key, {}) if sub else {}
+        done.add(key)
+        cls = str(layer.get("class_name"))
+        entries.append(Entry(where, name, _arrays(f"{sub or 'model'}/{name}", cls, layer, held)))
     extra = sorted(f"{sub}/{layer}/{var}" for (sub, layer), vars_ in left.items()
                    if (sub, layer) not in done for var in vars_)
     if extra:
@@ -228,16 +232,37 @@ def _keras_graph(model_dir: pathlib.Path, name: str) -> dict[str, Any]:
             stored = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise ExportError(f"{path}: unreadable ({err})") from None
+    else:
+        return {"format": "keras3", "config": _traced_graph(model_dir), "keras_version": None}
     if not isinstance(stored, dict) or stored.get("format") not in ("keras3", "keras2") or (
             not isinstance(stored.get("config"), dict)):
-        raise ExportError(
-            f"{model_dir}: export currently needs a model imported from Faceswap (with "
-            f"{path.name}, the graph of the imported file); fsjax cannot yet write the Keras "
-            "graph of a model it created")
+        raise ExportError(f"{path}: not the Keras graph an import writes (format keras3 or "
+                          "keras2 and a config); delete it to export the graph of the model "
+                          "fsjax builds from the folder's options")
     if stored["format"] == "keras2":  # as Faceswap 3's updater rewrites it (data.md §6.3)
         stored = {**stored, "config": keras_upgrade.upgrade(stored["config"]),
                   "keras_version": None}  # the file is Keras 3's now
     return stored
+
+
+def _traced_graph(model_dir: pathlib.Path) -> dict[str, Any]:
+    """The graph Faceswap 3 would save for the folder's model and options."""
+    from fsjax.config import ConfigError  # local: the CLI's import stays light
+    from fsjax.config.faceswap_state import experiment_from_folder
+    from fsjax.models import get_model_module
+
+    try:
+        config = experiment_from_folder(model_dir)
+    except ConfigError as err:
+        raise ExportError(str(err)) from None
+    # The graph is traced in float32: Faceswap saves float32 variables, mixed precision or not.
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, dtype="float32"))
+    spec = get_model_module(config.model.name).build(config)
+    try:
+        graph = keras_graph.trace(spec.module, spec.input_size, spec.graph_name)
+    except keras_graph.GraphError as err:
+        raise ExportError(f"{model_dir}: no Keras graph for this model ({err})") from None
+    return keras_graph.model_config(graph)
 
 
 def _variables(saved: dict[str, Any]) -> dict[str, Any]:
