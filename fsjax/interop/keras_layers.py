@@ -15,6 +15,8 @@ from fsjax.nn import blocks, conv, initializers, normalization
 
 
 def _initializer(init: Any) -> dict[str, Any]:
+    """The Keras initializer a layer was created with. Loading overwrites every variable, so an
+    initializer fsjax does not know is written as Keras's default (GlorotUniform)."""
     known = {id(initializers.he_uniform): ("HeUniform", {"seed": None}),
              id(initializers.he_normal): ("HeNormal", {"seed": None}),
              id(initializers.glorot_uniform): ("GlorotUniform", {"seed": None}),
