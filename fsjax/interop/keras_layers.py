@@ -46,8 +46,9 @@ def _conv_common(m: Any, padding: str = "same") -> dict[str, Any]:
 
 
 def _regularized(*names: str) -> dict[str, None]:
-    return {f"{n}_{kind}": None for kind in ("regularizer",) for n in names} | {
-        "activity_regularizer": None} | {f"{n}_constraint": None for n in names}
+    """Keras's regularizer and constraint keys, in its order (Faceswap sets none of them)."""
+    return ({f"{n}_regularizer": None for n in names} | {"activity_regularizer": None}
+            | {f"{n}_constraint": None for n in names})
 
 
 def module_layer(m: nn.Module) -> tuple[str, dict[str, Any], str, str | None] | None:
