@@ -55,23 +55,29 @@ def test_pixel_shuffle_uses_tensorflow_depth_to_space_order():
     (16, 5, 2, "SAME"), (12, 5, 1, "SAME"),  # XLA's convolution
 ])
 def test_fast_conv_paths_equal_xla_convolution(size, kernel_size, strides, padding):
-    kx, kk = jax.random.split(jax.random.key(1))
-    x = jax.random.normal(kx, (2, size, size, 6))
-    kernel = jax.random.normal(kk, (kernel_size, kernel_size, 6, 7))
+    # The fast paths are exact rewrites, so both sides run in float64: in float32 the kernel
+    # gradient sums 2*size*size products in an order that differs by path and by CPU, which
+    # would need a tolerance as large as the rounding it hides.
+    with jax.enable_x64(True):
+        kx, kk = jax.random.split(jax.random.key(1))
+        x = jax.random.normal(kx, (2, size, size, 6), jnp.float64)
+        kernel = jax.random.normal(kk, (kernel_size, kernel_size, 6, 7), jnp.float64)
 
-    def fast(x, k):
-        return conv._conv2d(x, k, strides, padding)
+        def fast(x, k):
+            return conv._conv2d(x, k, strides, padding)
 
-    def plain(x, k):
-        return jax.lax.conv_general_dilated(x, k, (strides, strides), padding,
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        def plain(x, k):
+            return jax.lax.conv_general_dilated(x, k, (strides, strides), padding,
+                                                dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
-    np.testing.assert_allclose(fast(x, kernel), plain(x, kernel), atol=1e-5, rtol=1e-5)
-    loss = lambda f: (lambda x, k: jnp.sum(jnp.sin(f(x, k))))  # noqa: E731
-    gx, gk = jax.grad(loss(fast), argnums=(0, 1))(x, kernel)
-    rx, rk = jax.grad(loss(plain), argnums=(0, 1))(x, kernel)
-    np.testing.assert_allclose(gx, rx, atol=1e-4, rtol=1e-5)
-    np.testing.assert_allclose(gk, rk, atol=1e-4, rtol=1e-5)
+        out = fast(x, kernel)
+        assert out.dtype == jnp.float64
+        np.testing.assert_allclose(out, plain(x, kernel), atol=1e-12, rtol=1e-12)
+        loss = lambda f: (lambda x, k: jnp.sum(jnp.sin(f(x, k))))  # noqa: E731
+        gx, gk = jax.grad(loss(fast), argnums=(0, 1))(x, kernel)
+        rx, rk = jax.grad(loss(plain), argnums=(0, 1))(x, kernel)
+        np.testing.assert_allclose(gx, rx, atol=1e-11, rtol=1e-12)
+        np.testing.assert_allclose(gk, rk, atol=1e-11, rtol=1e-12)
 
 
 def test_conv2d_module_takes_fast_path_with_the_same_parameters():
