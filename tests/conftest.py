@@ -26,19 +26,20 @@ import pytest  # noqa: E402
 import fsjax  # noqa: E402,F401  (marks absl flags parsed for grain workers)
 
 DATA = pathlib.Path(__file__).parent / "data"
-# Large fixtures (saved Faceswap models) are read where they are, not copied into the repo.
-SHARED_FIXTURES = pathlib.Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 
 @pytest.fixture(scope="session")
-def shared_fixtures() -> pathlib.Path:
-    """../shared/fixtures: Faceswap's own saved models and their recorded outputs."""
-    return SHARED_FIXTURES
+def faceswap_dir(tmp_path_factory) -> pathlib.Path:
+    """Faceswap's own saved models, their recorded outputs and `models_manifest.json`, unpacked
+    from tests/data/faceswap (see faceswap_files.py) and checked against their SHA-256."""
+    from faceswap_files import unpack
+
+    return unpack(tmp_path_factory.mktemp("faceswap"))
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> pathlib.Path:
-    """Folder of the small fixture files copied from ../shared/fixtures."""
+    """Folder of the small fixture files copied from Faceswap's fixtures."""
     return DATA
 
 

@@ -15,8 +15,8 @@ from fsjax.tools import convert, import_keras
 TOL = 1e-5
 
 
-def test_the_swap_is_faceswaps_a_to_b_and_switch_sides_is_b_to_a(shared_fixtures):
-    folder = shared_fixtures / "models/phaze_a_tiny_gblock"
+def test_the_swap_is_faceswaps_a_to_b_and_switch_sides_is_b_to_a(faceswap_dir):
+    folder = faceswap_dir / "models/phaze_a_tiny_gblock"
     forward = np.load(folder / "forward.npz")
     _, spec, variables = convert.load_model(folder)
     face, mask = convert.make_swap_fn(spec.module)(variables, forward["input_a"])
@@ -25,7 +25,7 @@ def test_the_swap_is_faceswaps_a_to_b_and_switch_sides_is_b_to_a(shared_fixtures
 
     # Faceswap 2 model with a learned mask: B to A on A faces is the A path, whose outputs Keras
     # computed in the forward pass (per side: faces 16, 32, 64, then the mask).
-    legacy = shared_fixtures / "legacy_h5/dfl_sae_liae"
+    legacy = faceswap_dir / "legacy_h5/dfl_sae_liae"
     forward = np.load(legacy / "forward.npz")
     _, spec, variables = convert.load_model(legacy)
     face, mask = convert.make_swap_fn(spec.module, switch_sides=True)(variables,
@@ -34,16 +34,16 @@ def test_the_swap_is_faceswaps_a_to_b_and_switch_sides_is_b_to_a(shared_fixtures
     assert np.abs(np.asarray(mask) - forward["output_3"]).max() <= TOL
 
 
-def test_a_folder_converts_in_padded_batches_with_the_mask_as_alpha(shared_fixtures, tmp_path,
-                                                                    capsys):
-    legacy = shared_fixtures / "legacy_h5/dfl_sae_liae"
+def test_a_folder_converts_in_padded_batches_with_the_mask_as_alpha(faceswap_dir, data_dir,
+                                                                    tmp_path, capsys):
+    legacy = faceswap_dir / "legacy_h5/dfl_sae_liae"
     model_dir = tmp_path / "model"
     assert import_keras.main([str(legacy), "--out", str(model_dir)]) == 0
     source = tmp_path / "faces"
     source.mkdir()
-    names = sorted(p.name for p in (shared_fixtures / "faces/A").glob("*.png"))[:3]
+    names = sorted(p.name for p in (data_dir / "faces/A").glob("*.png"))[:3]
     for name in names:
-        shutil.copy(shared_fixtures / "faces/A" / name, source)
+        shutil.copy(data_dir / "faces/A" / name, source)
     capsys.readouterr()
     out = tmp_path / "swapped"
     assert convert.main([str(model_dir), "-i", str(source), "-o", str(out), "-b", "2"]) == 0
@@ -66,13 +66,14 @@ def test_a_folder_converts_in_padded_batches_with_the_mask_as_alpha(shared_fixtu
     assert sorted(p.name for p in out.iterdir()) == names
 
 
-def test_bad_faces_stop_the_conversion_before_it_starts(shared_fixtures, tmp_path, capsys):
+def test_bad_faces_stop_the_conversion_before_it_starts(faceswap_dir, data_dir, tmp_path,
+                                                        capsys):
     source = tmp_path / "faces"
     source.mkdir()
-    shutil.copy(next((shared_fixtures / "faces/A").glob("*.png")), source)
+    shutil.copy(next((data_dir / "faces/A").glob("*.png")), source)
     (source / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     out = tmp_path / "swapped"
-    model = shared_fixtures / "models/phaze_a_tiny_gblock"
+    model = faceswap_dir / "models/phaze_a_tiny_gblock"
     assert convert.main([str(model), "-i", str(source), "-o", str(out)]) == 1
     assert "broken.png" in capsys.readouterr().err and not out.exists()
     assert convert.main([str(model), "-i", str(source), "-o", str(out), "--skip-bad"]) == 0

@@ -131,13 +131,13 @@ for model_path, inputs_path, out_path in zip(args[::3], args[1::3], args[2::3]):
 
 
 @pytest.fixture(scope="module")
-def exported(shared_fixtures, tmp_path_factory):
+def exported(faceswap_dir, tmp_path_factory):
     """Each fixture model imported into fsjax and exported: {variant: (Faceswap's folder, the
     fsjax folder, the exported file)}."""
     root = tmp_path_factory.mktemp("export")
     out = {}
     for variant, (plugin, folder) in MODELS.items():
-        source = shared_fixtures / folder
+        source = faceswap_dir / folder
         assert import_keras.main([str(source), "--out", str(root / variant)]) == 0
         file = root / "x" / variant / f"{plugin}.keras"
         assert export_keras.main([str(root / variant), "--out", str(file)]) == 0
@@ -225,7 +225,7 @@ def test_fsjax_to_keras_to_fsjax_is_bit_exact(exported, variant):
         assert json.loads(archive.read("metadata.json"))["keras_version"].startswith("3.")
 
 
-def test_real_keras_loads_the_export_and_gives_faceswaps_outputs(exported, shared_fixtures,
+def test_real_keras_loads_the_export_and_gives_faceswaps_outputs(exported, faceswap_dir,
                                                                  tmp_path):
     script = tmp_path / "run_keras.py"
     script.write_text(KERAS_SCRIPT)
@@ -273,8 +273,8 @@ def test_a_stored_graph_that_is_not_an_imports_is_refused(exported, tmp_path, ca
     assert message.count("\n") == 1 and not out.parent.exists()
 
 
-def test_weights_that_do_not_fit_the_graph_are_named(shared_fixtures):
-    keras = read(shared_fixtures / MODELS["phaze_a_tiny_gblock"][1] / "phaze_a.keras")
+def test_weights_that_do_not_fit_the_graph_are_named(faceswap_dir):
+    keras = read(faceswap_dir / MODELS["phaze_a_tiny_gblock"][1] / "phaze_a.keras")
     weights = {sub: {layer: dict(zip(("kernel", "bias"), arrays, strict=True))
                      for layer, arrays in layers.items()}
                for sub, layers in keras.weights.items()}

@@ -40,8 +40,8 @@ def _flat(variables):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_keras_runs_the_export_of_a_model_fsjax_built(variant, shared_fixtures, tmp_path):
-    entry = json.loads((shared_fixtures / "models_manifest.json").read_text())["variants"][variant]
+def test_keras_runs_the_export_of_a_model_fsjax_built(variant, faceswap_dir, tmp_path):
+    entry = json.loads((faceswap_dir / "models_manifest.json").read_text())["variants"][variant]
     plugin = entry["plugin"]
     options = {key.rsplit(".", 1)[1]: value for key, value in entry["applied_config"].items()}
     config = experiment_from_state({"name": plugin, "sessions": {}, "iterations": 0,
@@ -49,7 +49,7 @@ def test_keras_runs_the_export_of_a_model_fsjax_built(variant, shared_fixtures, 
     spec = get_model_module(plugin).build(config)
     size = spec.input_size
     # Faceswap's own 64 px training crops (a fixture's recorded inputs), resized for the model.
-    crops = np.load(shared_fixtures / "models" / "dfl_sae_df_tiny" / "forward.npz")
+    crops = np.load(faceswap_dir / "models" / "dfl_sae_df_tiny" / "forward.npz")
     face_a, face_b = (np.asarray(jax.image.resize(crops[f"input_{side}"], (2, size, size, 3),
                                                   "bilinear")) for side in "ab")
     variables = jax.jit(spec.module.init)(jax.random.key(1), face_a, face_b)

@@ -31,8 +31,8 @@ VARIANTS = ["original", "original_lowmem", "original_learn_mask", "lightweight",
 
 
 @pytest.fixture(scope="module")
-def manifest(shared_fixtures):
-    return json.loads((shared_fixtures / "models_manifest.json").read_text())["variants"]
+def manifest(faceswap_dir):
+    return json.loads((faceswap_dir / "models_manifest.json").read_text())["variants"]
 
 
 def _weights(entry):

@@ -1,5 +1,5 @@
 """`fsjax.tools.import_keras.load` on models Faceswap itself saved: the outputs Keras computed
-(`forward.npz`, see ../shared/fixtures/README.md) must come out of fsjax to 1e-5."""
+(`forward.npz`, see faceswap_files.py) must come out of fsjax to 1e-5."""
 
 import json
 import shutil
@@ -17,9 +17,9 @@ TOLERANCE = 1e-5
     ("models/phaze_a_tiny_gblock", 2),  # Faceswap 3 .keras: Phaze-A with a G-Block
     ("legacy_h5/dfl_sae_liae", 8),  # Faceswap 2 .h5: DFL-SAE LIAE, multiscale + learned mask
 ])
-def test_loaded_model_gives_faceswaps_outputs(shared_fixtures, folder, outputs):
-    model, variables = load(shared_fixtures / folder)
-    forward = np.load(shared_fixtures / folder / "forward.npz")
+def test_loaded_model_gives_faceswaps_outputs(faceswap_dir, folder, outputs):
+    model, variables = load(faceswap_dir / folder)
+    forward = np.load(faceswap_dir / folder / "forward.npz")
     for prefix, output in (("input", "output"), ("rand_input", "rand_output")):
         if f"{output}_0" not in forward:
             continue
@@ -36,9 +36,9 @@ def test_loaded_model_gives_faceswaps_outputs(shared_fixtures, folder, outputs):
                                        atol=TOLERANCE, err_msg=key)
 
 
-def test_a_model_file_without_its_state_file_or_with_a_wrong_shape_is_refused(shared_fixtures,
+def test_a_model_file_without_its_state_file_or_with_a_wrong_shape_is_refused(faceswap_dir,
                                                                               tmp_path):
-    source = shared_fixtures / "models/phaze_a_tiny_gblock"
+    source = faceswap_dir / "models/phaze_a_tiny_gblock"
     folder = tmp_path / "model"
     folder.mkdir()
     shutil.copy(source / "phaze_a.keras", folder)

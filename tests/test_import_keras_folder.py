@@ -20,6 +20,7 @@ from torch_save import torch_save
 
 from fsjax.checkpoint.manager import Checkpoints
 from fsjax.config import ConfigError, load_experiment
+from fsjax.data.demo import write_demo_faces
 from fsjax.tools import import_keras
 
 PHAZE = "models/phaze_a_tiny_gblock"
@@ -81,9 +82,9 @@ def _check_moments(opt_state, moments, step):
     assert len(jax.tree.leaves(adam["mu"])) == len(moments)
 
 
-def test_a_faceswap_3_model_with_its_optimizer_imports_and_resumes(shared_fixtures, tmp_path,
+def test_a_faceswap_3_model_with_its_optimizer_imports_and_resumes(faceswap_dir, tmp_path,
                                                                     capsys, monkeypatch):
-    source = shared_fixtures / PHAZE
+    source = faceswap_dir / PHAZE
     blob, moments = _torch_adam(_manifest_variables(source), step=2)
     folder = _with_member(source, tmp_path / "faceswap", "optimizer.pt", blob)
     out = tmp_path / "fsjax"
@@ -128,8 +129,9 @@ def test_a_faceswap_3_model_with_its_optimizer_imports_and_resumes(shared_fixtur
     with pytest.raises(ConfigError, match="model's options are locked"):
         parse_cli(["--config", str(out), "--config.model.phaze-a.fc-max-filters", "64"])
 
-    assert train(["--config", str(out), "--faces-a", str(shared_fixtures / "faces/A"),
-                  "--faces-b", str(shared_fixtures / "faces/B"), "--iterations", "3",
+    faces_a, faces_b = write_demo_faces(tmp_path / "demo", count=25, size=128, seed=5)
+    assert train(["--config", str(out), "--faces-a", str(faces_a),
+                  "--faces-b", str(faces_b), "--iterations", "3",
                   "--batch-size", "2", "--config.data.num-processes", "0",
                   "--config.train.save-interval", "1"]) == 0
     printed = capsys.readouterr().out
@@ -140,9 +142,9 @@ def test_a_faceswap_3_model_with_its_optimizer_imports_and_resumes(shared_fixtur
     assert state["iterations"] == 3 and state["sessions"]["2"]["iterations"] == 1
 
 
-def test_a_faceswap_2_models_keras_optimizer_weights_are_imported(shared_fixtures, tmp_path,
+def test_a_faceswap_2_models_keras_optimizer_weights_are_imported(faceswap_dir, tmp_path,
                                                                    capsys):
-    source = shared_fixtures / LEGACY
+    source = faceswap_dir / LEGACY
     folder = tmp_path / "faceswap"
     shutil.copytree(source, folder, ignore=shutil.ignore_patterns("*.npz", "*_logs"))
     rng = np.random.default_rng(1)
@@ -174,9 +176,9 @@ def test_a_faceswap_2_models_keras_optimizer_weights_are_imported(shared_fixture
     _check_moments(saved["opt_state"], moments, 3)
 
 
-def test_an_optimizer_that_does_not_map_starts_afresh_and_says_why(shared_fixtures, tmp_path,
+def test_an_optimizer_that_does_not_map_starts_afresh_and_says_why(faceswap_dir, tmp_path,
                                                                    capsys):
-    source = shared_fixtures / PHAZE
+    source = faceswap_dir / PHAZE
     variables = [v for v in _manifest_variables(source) if v[4]]
     rng = np.random.default_rng(2)
     state = {i: {"step": np.array(2.0), "exp_avg": rng.normal(size=v[3]),
@@ -197,7 +199,7 @@ def test_an_optimizer_that_does_not_map_starts_afresh_and_says_why(shared_fixtur
 
 
 @pytest.mark.parametrize("payload", ["os_system", "not_a_zip"])
-def test_a_hostile_optimizer_file_is_refused_and_never_run(shared_fixtures, tmp_path, capsys,
+def test_a_hostile_optimizer_file_is_refused_and_never_run(faceswap_dir, tmp_path, capsys,
                                                            payload):
     marker = tmp_path / "ran"
     if payload == "os_system":
@@ -215,7 +217,7 @@ def test_a_hostile_optimizer_file_is_refused_and_never_run(shared_fixtures, tmp_
         blob = (tmp_path / "evil.pt").read_bytes()
     else:
         blob = b"\x80\x02}q\x00."
-    folder = _with_member(shared_fixtures / PHAZE, tmp_path / "faceswap", "optimizer.pt", blob)
+    folder = _with_member(faceswap_dir / PHAZE, tmp_path / "faceswap", "optimizer.pt", blob)
     assert import_keras.main([str(folder), "--out", str(tmp_path / "fsjax")]) == 0
     printed = capsys.readouterr().out
     assert "was not imported" in printed and "optimizer.pt" in printed
@@ -224,11 +226,11 @@ def test_a_hostile_optimizer_file_is_refused_and_never_run(shared_fixtures, tmp_
     assert not marker.exists()
 
 
-def test_the_import_refuses_a_folder_in_use_and_missing_files(shared_fixtures, tmp_path, capsys):
+def test_the_import_refuses_a_folder_in_use_and_missing_files(faceswap_dir, tmp_path, capsys):
     out = tmp_path / "busy"
     out.mkdir()
     (out / "something").write_text("x")
-    assert import_keras.main([str(shared_fixtures / PHAZE), "--out", str(out)]) == 1
+    assert import_keras.main([str(faceswap_dir / PHAZE), "--out", str(out)]) == 1
     assert "must be empty or not exist" in capsys.readouterr().err
     assert import_keras.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 1
     assert "no such file or folder" in capsys.readouterr().err

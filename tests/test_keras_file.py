@@ -17,12 +17,12 @@ KERAS = "models/phaze_a_tiny_gblock/phaze_a.keras"  # Faceswap 3, trained 2 iter
 FS2 = "legacy_h5/dfl_sae_liae/dfl_sae.h5"  # Faceswap 2 (tf.keras 2.10), dfl_sae liae
 
 
-def test_faceswap3_file_every_weight_by_faceswaps_names(shared_fixtures):
-    model = read(shared_fixtures / KERAS)
+def test_faceswap3_file_every_weight_by_faceswaps_names(faceswap_dir):
+    model = read(faceswap_dir / KERAS)
     assert (model.format, model.keras_version, model.has_optimizer) == ("keras3", "3.14.1", False)
     manifest = json.loads(
-        (shared_fixtures / "models/phaze_a_tiny_gblock/manifest.json").read_text())
-    with zipfile.ZipFile(shared_fixtures / KERAS) as archive:
+        (faceswap_dir / "models/phaze_a_tiny_gblock/manifest.json").read_text())
+    with zipfile.ZipFile(faceswap_dir / KERAS) as archive:
         raw = h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r")
     seen = 0
     for sub in manifest["sub_models"]:
@@ -39,12 +39,12 @@ def test_faceswap3_file_every_weight_by_faceswaps_names(shared_fixtures):
     assert seen == manifest["total_params"] == 1_550_627
 
 
-def test_faceswap2_file_every_weight_in_keras_order(shared_fixtures):
-    model = read(shared_fixtures / FS2)
+def test_faceswap2_file_every_weight_in_keras_order(faceswap_dir):
+    model = read(faceswap_dir / FS2)
     assert (model.format, model.keras_version) == ("keras2", "2.10.0")
     assert list(model.weights) == ["encoder_liae", "intermediate_both", "intermediate_b",
                                    "decoder_both"]
-    with h5py.File(shared_fixtures / FS2, "r") as raw:
+    with h5py.File(faceswap_dir / FS2, "r") as raw:
         for sub, layers in model.weights.items():
             names = [n.decode() if isinstance(n, bytes) else n
                      for n in raw["model_weights"][sub].attrs["weight_names"]]
@@ -108,9 +108,9 @@ def _one_layer(make_dataset):
     ("link", "is a link; a saved model holds none"),
     ("junk", "neither a Keras 3 .keras zip nor a Keras 2 .h5 file"),
 ])
-def test_hostile_files_are_refused_naming_file_and_problem(shared_fixtures, tmp_path, kind,
+def test_hostile_files_are_refused_naming_file_and_problem(faceswap_dir, tmp_path, kind,
                                                            message):
-    source, target = shared_fixtures / KERAS, tmp_path / f"{kind}.keras"
+    source, target = faceswap_dir / KERAS, tmp_path / f"{kind}.keras"
     if kind == "lambda":
         _rewrite(source, target, config=_add_layer(
             {"module": "keras.layers", "class_name": "Lambda",
@@ -148,9 +148,9 @@ class _Exploit:
         return (open, (str(self.marker), "w"))
 
 
-def test_a_pickled_optimizer_is_never_unpickled(shared_fixtures, tmp_path):
+def test_a_pickled_optimizer_is_never_unpickled(faceswap_dir, tmp_path):
     marker = tmp_path / "unpickled"
-    target = _rewrite(shared_fixtures / KERAS, tmp_path / "pickle.keras",
+    target = _rewrite(faceswap_dir / KERAS, tmp_path / "pickle.keras",
                       extra=[("optimizer.pt", pickle.dumps(_Exploit(marker)))])
     model = read(target)
     assert model.has_optimizer and not marker.exists()

@@ -24,8 +24,8 @@ VARIANTS = ["original", "original_lowmem", "original_learn_mask", "lightweight",
 
 
 @pytest.fixture(scope="module")
-def manifest(shared_fixtures):
-    return json.loads((shared_fixtures / "models_manifest.json").read_text())["variants"]
+def manifest(faceswap_dir):
+    return json.loads((faceswap_dir / "models_manifest.json").read_text())["variants"]
 
 
 def _trace(config):
@@ -75,8 +75,8 @@ def _without_object_ids(tree):
 
 
 @pytest.mark.parametrize("folder", ["dfl_sae_df_tiny", "phaze_a_tiny_gblock"])
-def test_the_graph_is_the_config_faceswap_saved(folder, shared_fixtures):
-    source = shared_fixtures / "models" / folder
+def test_the_graph_is_the_config_faceswap_saved(folder, faceswap_dir):
+    source = faceswap_dir / "models" / folder
     config = experiment_from_folder(source)
     keras_file = next(source.glob("*.keras"))
     with zipfile.ZipFile(keras_file) as archive:
