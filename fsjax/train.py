@@ -1,7 +1,7 @@
 """Entry point: `python -m fsjax.train --config experiments/original.py [overrides]`.
 
 Overrides are tyro flags on the nested config (`--config.loss.eye-multiplier 2`) or Faceswap's own
-train switches (`--faces-a DIR --batch-size 8 --no-flip ...`), which are spelled as aliases below.
+train switches, short or long (`-A DIR -B DIR -m DIR -b 8 -P`, see `fsjax.config.switches`).
 """
 
 from __future__ import annotations
@@ -12,35 +12,11 @@ import sys
 
 import tyro
 
-from fsjax.config import ConfigError, ExperimentConfig, load_experiment
-
-# Faceswap's `train` switches -> the nested option they set (keep these names: checks use them).
-ALIASES = {
-    "--faces-a": "--config.data.faces-a",
-    "--faces-b": "--config.data.faces-b",
-    "--model-dir": "--config.train.model-dir",
-    "--batch-size": "--config.train.batch-size",
-    "--iterations": "--config.train.iterations",
-    "--save-interval": "--config.train.save-interval",
-    "--snapshot-interval": "--config.train.snapshot-interval",
-    "--no-flip": "--config.augment.no-flip",
-    "--no-warp": "--config.augment.no-warp",
-    "--no-augment-color": "--config.augment.no-augment-color",
-    "--warp-to-landmarks": "--config.augment.warp-to-landmarks",
-    "--write-image": "--config.train.write-image",
-    "--no-logs": "--config.train.no-logs",
-    "--summary": "--config.train.summary",
-    "--warmup": "--config.train.warmup",
-    "--use-lr-finder": "--config.train.use-lr-finder",
-    "--load-weights": "--config.train.load-weights",
-    "--freeze-weights": "--config.train.freeze-weights",
-}
+from fsjax.config import ConfigError, ExperimentConfig, load_experiment, switches
 
 DESCRIPTION = (
     "Train a Faceswap model with fsjax. Without face folders it trains on built-in synthetic demo "
-    "faces. Faceswap-style switches are accepted as short forms: "
-    + ", ".join(f"{k} (= {v})" for k, v in ALIASES.items())
-    + ". Only swap faces with the consent of the people shown."
+    "faces. Only swap faces with the consent of the people shown."
 )
 
 
@@ -61,17 +37,16 @@ def split_config_path(argv: list[str]) -> tuple[str | None, list[str]]:
 
 
 def expand_aliases(argv: list[str]) -> list[str]:
-    out = []
-    for arg in argv:
-        flag, eq, value = arg.partition("=")
-        out.append(ALIASES.get(flag, flag) + eq + value)
-    return out
+    """argv with Faceswap's train switches (`-b 8`, `--input-A DIR`, ...) as nested flags."""
+    return switches.expand(argv)
 
 
 def parse_cli(argv: list[str], *, prog: str = "python -m fsjax.train",
               description: str = DESCRIPTION) -> ExperimentConfig:
     """Loads the experiment file, then applies the command line's overrides."""
     path, rest = split_config_path(argv)
+    if any(a in ("-h", "--help") for a in rest):
+        print(switches.help_text())  # Faceswap's switches first, then every option
     base = load_experiment(path) if path else ExperimentConfig()
     args = expand_aliases(rest)
     stored = None

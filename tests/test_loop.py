@@ -74,6 +74,17 @@ def test_bad_faces_skip_warns_with_each_file_and_stop_lists_them(tmp_path, capsy
     assert "only 25 faces; Faceswap recommends at least 250" in err
 
 
+def test_a_batch_larger_than_a_side_warns_with_both_numbers_and_the_demo_stays_quiet(
+        tmp_path, capsys):
+    folder, _ = write_demo_faces(tmp_path / "demo", count=25, size=128)
+    scan_side("A", folder, "stop", batch_size=32)
+    err = capsys.readouterr().err
+    assert "warning: side A has 25 faces, fewer than the batch size 32" in err
+    assert "only 25 faces; Faceswap recommends at least 250" in err
+    scan_side("B", folder, "stop", batch_size=25, demo=True)
+    assert capsys.readouterr().err == ""  # no batch warning at 25, no count warning for the demo
+
+
 def test_state_file_records_build_switches_and_plugin_options():
     from fsjax.config import ModelConfig, RealfaceConfig
 

@@ -55,15 +55,15 @@ def _equal(a, b):
     return jax.tree.structure(a) == jax.tree.structure(b) and all(jax.tree.leaves(same))
 
 
-@pytest.mark.parametrize("mode, with_optimizer", [("never", []), ("always", [2, 4]),
+@pytest.mark.parametrize("mode, with_optimizer", [("never", []), ("always", [4]),
                                                   ("exit", [4])])
 def test_save_optimizer_never_always_exit(tmp_path, faces, tiny_loop, capsys, mode,
                                           with_optimizer):
     model_dir = tmp_path / "model"
     config = loop_config(model_dir, faces, OptimizerConfig(save_optimizer=mode), iterations=4,
                          save_interval=2)
-    loop.train_and_evaluate(config)  # saves at 1, 2 and 4 (the last kept two: 2 and 4)
-    assert _steps(model_dir / "original_checkpoints") == [2, 4]
+    loop.train_and_evaluate(config)  # saves at 1, 2 and 4 (the last one kept)
+    assert _steps(model_dir / "original_checkpoints") == [4]
     assert _steps(model_dir / "original_optimizer") == with_optimizer
     assert _state(model_dir)["config"]["save_optimizer"] == mode
     if mode == "never":  # a resume starts the optimizer afresh and says so
@@ -93,7 +93,7 @@ def test_a_stop_during_a_save_adds_the_optimizer_to_that_save(tmp_path, faces, t
     loop.train_and_evaluate(loop_config(model_dir, faces, iterations=10, save_interval=2),
                             stop=stop)
     assert calls == [(1, False), (2, False), (2, True)]
-    assert _steps(model_dir / "original_checkpoints") == [1, 2]
+    assert _steps(model_dir / "original_checkpoints") == [2]
     assert _steps(model_dir / "original_optimizer") == [2]
     assert _state(model_dir)["iterations"] == 2
     assert "opt_state" in _saved(model_dir)
@@ -127,6 +127,84 @@ def test_resume_is_bit_exact_and_leftovers_are_removed(tmp_path, faces, tiny_loo
     state = _state(model_dir)
     assert state["iterations"] == 6
     assert {k: v["iterations"] for k, v in state["sessions"].items()} == {"1": 3, "2": 3}
+
+
+def _bytes_on_disk(root):
+    """Bytes of the distinct files under `root` (a hard-linked file counts once)."""
+    seen = {}
+    for path in pathlib.Path(root).rglob("*"):
+        if path.is_file():
+            info = path.stat()
+            seen[(info.st_dev, info.st_ino)] = info.st_size
+    return sum(seen.values())
+
+
+def test_one_save_is_kept_and_no_optimizer_save_outlives_its_model_save(tmp_path, faces,
+                                                                        tiny_loop, capsys):
+    model_dir = tmp_path / "model"
+    loop.train_and_evaluate(loop_config(model_dir, faces, iterations=4, save_interval=2))
+    assert _steps(model_dir / "original_checkpoints") == [4]
+    assert _steps(model_dir / "original_optimizer") == [4]  # save_optimizer=exit
+    # A resume saves at its first iteration without the optimizer: iteration 4's optimizer
+    # save then belongs to no kept save and goes with it.
+    stop = StopRequest()
+    save = loop._Session.save
+
+    def save_then_stop(self, state, **kwargs):
+        save(self, state, **kwargs)
+        if int(state.step) == 5 and not kwargs.get("exit"):
+            assert _steps(model_dir / "original_checkpoints") == [5]
+            assert _steps(model_dir / "original_optimizer") == []
+            stop.set()
+
+    loop._Session.save = save_then_stop
+    try:
+        loop.train_and_evaluate(loop_config(model_dir, faces, iterations=8, save_interval=2),
+                                stop=stop)
+    finally:
+        loop._Session.save = save
+    assert _steps(model_dir / "original_checkpoints") == [5]
+    assert _steps(model_dir / "original_optimizer") == [5]  # the exit save added it
+    # A run killed between the optimizer's write and the model's leaves an optimizer save no
+    # model save uses: the next run removes it before anything else.
+    orphan = model_dir / "original_optimizer" / "9"
+    (model_dir / "original_optimizer" / "5").rename(orphan)
+    Checkpoints(model_dir, "original").close()
+    assert not orphan.exists() and _steps(model_dir / "original_optimizer") == []
+
+
+def test_the_backup_shares_its_files_with_the_save_it_copies(tmp_path, faces, tiny_loop):
+    model_dir = tmp_path / "model"
+    always = OptimizerConfig(save_optimizer="always")
+    loop.train_and_evaluate(loop_config(model_dir, faces, always, iterations=2, save_interval=2))
+    for backup in folder.backups(model_dir, "original").values():
+        backup.rename(tmp_path / backup.name)  # the loop's own choice is not under test here
+    alone = _bytes_on_disk(model_dir)
+    checkpoints = Checkpoints(model_dir, "original", writable=False)
+    try:
+        dirs = checkpoints.step_directories(2)
+    finally:
+        checkpoints.close()
+    backup = folder.write_backup(model_dir, "original", 2, dirs)
+    shared = [p for p in backup.rglob("*") if p.is_file() and p.parent != backup]
+    assert len(shared) > 4
+    for path in shared:  # every checkpoint file of the backup is the save's own file
+        twin = model_dir / path.relative_to(backup)
+        assert path.stat().st_ino == twin.stat().st_ino and path.stat().st_nlink == 2, path
+    # The backup adds only its state file and config.
+    assert _bytes_on_disk(model_dir) - alone == sum(
+        p.stat().st_size for p in backup.iterdir() if p.is_file())
+    # When that save is replaced, the backup keeps its files, whole (moved aside first, so the
+    # run's own backups cannot replace it).
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    backup = backup.rename(kept / backup.name)
+    shared = [kept / p.relative_to(model_dir) for p in shared]
+    before = _saved(backup)["params"]
+    loop.train_and_evaluate(loop_config(model_dir, faces, always, iterations=4, save_interval=2))
+    assert _steps(model_dir / "original_checkpoints") == [4]
+    assert all(p.stat().st_nlink == 1 for p in shared)
+    assert _equal(_saved(backup)["params"], before)
 
 
 def test_backup_rule_is_faceswap_3s():
@@ -255,4 +333,4 @@ def test_a_failed_save_names_the_folder_and_keeps_the_previous_save(
     assert "Permission denied" in message and "MiB free" in message
     monkeypatch.undo()
     assert _state(model_dir)["iterations"] == 1  # the state file was never half written
-    assert _steps(model_dir / "original_checkpoints") == [1, 2]  # that checkpoint is complete
+    assert _steps(model_dir / "original_checkpoints") == [2]  # that checkpoint is complete

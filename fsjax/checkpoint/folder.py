@@ -5,6 +5,10 @@ under `<name>_checkpoints/` and `<name>_optimizer/` and, for snapshots, `<name>_
 assembled under a `.fsjax-tmp` name and renamed into place, so a crash never leaves a half copy
 where a whole one is expected; leftovers are removed, with a warning, when the next run starts.
 
+Checkpoint files are never changed once written (a save is a new directory), so a copy hard-links
+them where the filesystem allows: a backup of the newest save costs no space until that save is
+replaced. Elsewhere (another disk, no hard links) they are copied.
+
 * Backup (Faceswap's `.bk`): `<model_dir>/<name>_backup_<step>/`, the best-loss save.
 * Snapshot: the sibling `<model_dir>_snapshot_<N>_iters/`, resumable as it is.
 * Restore: `<model_dir>/<name>_archived_<time>/` keeps what a restore replaced.
@@ -61,7 +65,8 @@ def copy_save(model_dir: pathlib.Path, name: str, step_dirs: list[pathlib.Path],
         if file.exists():
             shutil.copy2(file, tmp / file.name)
     for step_dir in step_dirs:
-        shutil.copytree(step_dir, tmp / step_dir.parent.name / step_dir.name)
+        shutil.copytree(step_dir, tmp / step_dir.parent.name / step_dir.name,
+                        copy_function=_link_or_copy)
     if logs and (model_dir / f"{name}_logs").is_dir():
         shutil.copytree(model_dir / f"{name}_logs", tmp / f"{name}_logs")
     _sync_tree(tmp)
@@ -138,7 +143,10 @@ def restore(model_dir: pathlib.Path, snapshot: int | None = None) -> tuple[pathl
 
     staged = model_dir / f"{name}_restore{TMP}"  # copied first: a failure changes nothing
     shutil.rmtree(staged, ignore_errors=True)
-    shutil.copytree(source, staged)
+    saves = {f"{name}_checkpoints", f"{name}_optimizer"}  # the rest is rewritten or appended to
+    shutil.copytree(source, staged, copy_function=lambda src, dst: (
+        _link_or_copy if saves & set(pathlib.Path(src).relative_to(source).parts)
+        else shutil.copy2)(src, dst))
     archive = model_dir / f"{name}_archived_{time.strftime('%Y%m%d_%H%M%S')}"
     archive.mkdir()
     replaced = [f"{name}_state.json", "config.json", f"{name}_checkpoints", f"{name}_optimizer",
@@ -158,6 +166,13 @@ def restore(model_dir: pathlib.Path, snapshot: int | None = None) -> tuple[pathl
             if src.is_dir():
                 shutil.copytree(src, model_dir / f"{name}_logs" / src.name)
     return archive, stored["iterations"]
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another filesystem, or one without hard links
+        shutil.copy2(src, dst)
 
 
 def _sync_tree(root: pathlib.Path) -> None:

@@ -6,6 +6,9 @@ each under a temporary name and renames it when complete, so a save is either al
 absent. The optimizer is written first: the model's rename is the commit point, and an optimizer
 state is only ever used with the model save of the same step. Keeping the two apart is what lets
 Faceswap's `save_optimizer = exit` add the optimizer to a step already saved without it.
+
+Like Faceswap's one model file, one save is kept: orbax removes the older one only once the new
+one is complete, and an optimizer save whose model save is gone is removed with it.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ def remove_leftovers(folder: pathlib.Path, what: str) -> list[pathlib.Path]:
 class Checkpoints:
     """Saves and restores `(TrainState, data iterator state)` pairs in a model folder."""
 
-    def __init__(self, model_dir: pathlib.Path, name: str, *, max_to_keep: int = 2,
+    def __init__(self, model_dir: pathlib.Path, name: str, *, max_to_keep: int = 1,
                  writable: bool = True) -> None:
         """`writable` is for the run that holds the folder's lock: it removes the leftovers of
         interrupted saves, with a warning. A reader (`--load-weights`) touches nothing, since
@@ -75,6 +78,8 @@ class Checkpoints:
         self._optimizer = ocp.CheckpointManager(
             self.optimizer_directory, options=_options(max_to_keep, writable),
             item_handlers={"opt_state": ocp.StandardCheckpointHandler()})
+        if writable:
+            self._drop_unused_optimizers()
 
     def latest_step(self) -> int | None:
         return self._model.latest_step()
@@ -102,6 +107,15 @@ class Checkpoints:
             self._write(self._model, self.directory, step,
                         state=ocp.args.StandardSave(model),
                         data_iter=ocp.args.JsonSave(data_iter_state))
+        self._drop_unused_optimizers()
+
+    def _drop_unused_optimizers(self) -> None:
+        """Deletes the optimizer saves of steps whose model save is gone (pruned, or never
+        committed because a run was killed between the two writes): nothing can resume them."""
+        kept = set(self._model.all_steps())
+        for step in self._optimizer.all_steps():
+            if step not in kept:
+                self._optimizer.delete(step)
 
     def _write(self, manager: ocp.CheckpointManager, folder: pathlib.Path, step: int,
                **items: Any) -> None:

@@ -36,7 +36,7 @@ from fsjax.config import AugmentConfig, ConfigError, ExperimentConfig
 from fsjax.data.augment import MASK_KEYS
 from fsjax.data.faces import FaceMeta, SampleSpec, load_sample
 from fsjax.preview import MASK_COLOR_BGR, MASK_OPACITY, write_preview
-from fsjax.train import ALIASES, parse_cli
+from fsjax.train import parse_cli
 
 PROG = "python -m fsjax.tools.inspect_data"
 MIN_TILE = 128  # smallest tile side in the grid, so 64 px faces stay readable
@@ -56,8 +56,7 @@ DESCRIPTION = (
     "masks) to <out>/samples_a.png and samples_b.png. Tool options: --out DIR (required), "
     "--num N (faces per side in the grid, default 8), --seed S (default 0), --no-augment (no "
     "augmentation at all), --npz (also write <out>/samples.npz with every face's crop, masks and "
-    "landmarks). The experiment's options below are set as in training; short forms: "
-    + ", ".join(f"{k} (= {v})" for k, v in ALIASES.items()) + "."
+    "landmarks). The experiment's options are set as in training, with Faceswap's train switches."
 )
 
 
@@ -214,8 +213,9 @@ def inspect(config: ExperimentConfig, options: ToolOptions) -> list[pathlib.Path
     folder_a, folder_b = face_folders(config)
     # Scanned exactly as training scans: same errors, bad-face handling and stored masks.
     stored = config.loss.mask_type if config.loss.mask_type in STORED_MASK_TYPES else None
-    metas = {"a": scan_side("A", folder_a, config.data.bad_faces, stored),
-             "b": scan_side("B", folder_b, config.data.bad_faces, stored)}
+    demo = config.data.uses_demo
+    metas = {"a": scan_side("A", folder_a, config.data.bad_faces, stored, demo=demo),
+             "b": scan_side("B", folder_b, config.data.bad_faces, stored, demo=demo)}
     spec = sample_spec(config, max((model.input_size,) + tuple(model.output_sizes)))
     augment = no_augmentation(config.augment) if options.no_augment else config.augment
     dataset = pipeline.make_train_dataset(metas["a"], metas["b"], spec, augment,

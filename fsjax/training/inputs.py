@@ -43,9 +43,11 @@ def face_folders(config: ExperimentConfig) -> tuple[pathlib.Path, pathlib.Path]:
     return demo.write_demo_faces(pathlib.Path(root), seed=0)
 
 
-def scan_side(side: str, folder: pathlib.Path, on_bad: str,
-              stored_mask: str | None = None) -> list[faces.FaceMeta]:
-    """Scans one side's folder with a progress line, warning about skipped or few faces."""
+def scan_side(side: str, folder: pathlib.Path, on_bad: str, stored_mask: str | None = None, *,
+              batch_size: int | None = None, demo: bool = False) -> list[faces.FaceMeta]:
+    """Scans one side's folder with a progress line, warning about skipped faces, about fewer
+    faces than Faceswap recommends (not for the demo set, which is small on purpose) and about
+    fewer faces than a batch holds."""
     show = sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:
@@ -60,9 +62,14 @@ def scan_side(side: str, folder: pathlib.Path, on_bad: str,
         more = f"\n  ... and {len(scan.skipped) - 20} more" if len(scan.skipped) > 20 else ""
         print(f"warning: side {side}: skipped {len(scan.skipped)} face files that cannot be "
               f"used:{listed}{more}", file=sys.stderr, flush=True)
-    if len(scan.faces) < faces.WARN_FACES:
-        print(f"warning: side {side} has only {len(scan.faces)} faces; Faceswap recommends at "
+    count = len(scan.faces)
+    if count < faces.WARN_FACES and not demo:
+        print(f"warning: side {side} has only {count} faces; Faceswap recommends at "
               f"least {faces.WARN_FACES}", file=sys.stderr, flush=True)
+    if batch_size is not None and batch_size > count:
+        print(f"warning: side {side} has {count} faces, fewer than the batch size "
+              f"{batch_size}: every batch holds some faces more than once", file=sys.stderr,
+              flush=True)
     return scan.faces
 
 

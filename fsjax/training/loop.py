@@ -64,8 +64,9 @@ def train_and_evaluate(
     # Everything that reads user input happens before the model is built.
     folder_a, folder_b = face_folders(config)
     stored_mask = config.loss.mask_type if config.loss.mask_type in STORED_MASK_TYPES else None
-    metas_a = scan_side("A", folder_a, config.data.bad_faces, stored_mask)
-    metas_b = scan_side("B", folder_b, config.data.bad_faces, stored_mask)
+    sides = dict(batch_size=config.train.batch_size, demo=config.data.uses_demo)
+    metas_a = scan_side("A", folder_a, config.data.bad_faces, stored_mask, **sides)
+    metas_b = scan_side("B", folder_b, config.data.bad_faces, stored_mask, **sides)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.train.batch_size, mesh)
     model_dir.mkdir(parents=True, exist_ok=True)
