@@ -173,6 +173,35 @@ def test_one_save_is_kept_and_no_optimizer_save_outlives_its_model_save(tmp_path
     assert not orphan.exists() and _steps(model_dir / "original_optimizer") == []
 
 
+class _Killed(BaseException):
+    """The process dying: nothing after it runs."""
+
+
+def test_a_kill_between_the_optimizer_and_model_writes_keeps_the_last_saves_optimizer(
+        tmp_path, faces, tiny_loop, monkeypatch):
+    model_dir = tmp_path / "model"
+    always = OptimizerConfig(save_optimizer="always")
+    loop.train_and_evaluate(loop_config(model_dir, faces, always, iterations=2, save_interval=2))
+    write = Checkpoints._write
+
+    def killed_before_the_model(self, manager, directory, step, **items):
+        if directory == self.directory:
+            raise _Killed
+        write(self, manager, directory, step, **items)
+
+    monkeypatch.setattr(Checkpoints, "_write", killed_before_the_model)
+    with pytest.raises(_Killed):
+        loop.train_and_evaluate(loop_config(model_dir, faces, always, iterations=4,
+                                            save_interval=2))
+    monkeypatch.undo()
+    assert _steps(model_dir / "original_checkpoints") == [2]
+    assert _steps(model_dir / "original_optimizer") == [2, 3]  # 3's model save never came
+    saved = _saved(model_dir)  # the newest complete save resumes with its optimizer
+    assert "opt_state" in saved and int(saved["step"]) == 2
+    Checkpoints(model_dir, "original").close()
+    assert _steps(model_dir / "original_optimizer") == [2]
+
+
 def test_the_backup_shares_its_files_with_the_save_it_copies(tmp_path, faces, tiny_loop):
     model_dir = tmp_path / "model"
     always = OptimizerConfig(save_optimizer="always")

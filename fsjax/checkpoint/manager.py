@@ -75,8 +75,11 @@ class Checkpoints:
             self.directory, options=_options(max_to_keep, writable),
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "data_iter": ocp.JsonCheckpointHandler()})
+        # Not pruned by orbax: the optimizer is written before its model save, so pruning then
+        # would drop the optimizer of the newest complete save; `_drop_unused_optimizers` prunes
+        # once the model save is committed.
         self._optimizer = ocp.CheckpointManager(
-            self.optimizer_directory, options=_options(max_to_keep, writable),
+            self.optimizer_directory, options=_options(None, writable),
             item_handlers={"opt_state": ocp.StandardCheckpointHandler()})
         if writable:
             self._drop_unused_optimizers()
@@ -166,7 +169,7 @@ def _remove_failed(manager: ocp.CheckpointManager, folder: pathlib.Path) -> None
         time.sleep(0.1)
 
 
-def _options(max_to_keep: int, writable: bool) -> ocp.CheckpointManagerOptions:
+def _options(max_to_keep: int | None, writable: bool) -> ocp.CheckpointManagerOptions:
     return ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=writable,
                                         enable_async_checkpointing=False,
                                         cleanup_tmp_directories=writable)
