@@ -14,6 +14,15 @@ import pathlib
 from typing import Any
 
 from fsjax.config import (
+    CENTERINGS,
+    CLIPPING,
+    LOSS_FUNCTIONS,
+    LR_FINDER_MODES,
+    LR_FINDER_STRENGTHS,
+    MASK_TYPES,
+    OPTIMIZERS,
+    SAVE_OPTIMIZER,
+    SECONDARY_LOSS_FUNCTIONS,
     ConfigError,
     DataConfig,
     ExperimentConfig,
@@ -21,6 +30,7 @@ from fsjax.config import (
     ModelConfig,
     OptimizerConfig,
 )
+from fsjax.config.plugins import PLUGIN_CHOICES
 
 MAX_STATE_BYTES = 16 * 2**20
 _DATA = ("centering", "coverage", "vertical_offset")
@@ -33,6 +43,15 @@ _OPTIMIZER = ("optimizer", "learning_rate", "epsilon_exponent", "ada_beta_1", "a
               "clipping_value", "autoclip_history", "autoclip_per_tensor",
               "gradient_accumulation", "lr_finder_iterations", "lr_finder_mode",
               "lr_finder_strength")
+_SECONDARY = ("none",) + LOSS_FUNCTIONS + SECONDARY_LOSS_FUNCTIONS
+# Every global option that takes one of a fixed set of values (plugins': PLUGIN_CHOICES).
+GLOBAL_CHOICES: dict[str, tuple] = {
+    "centering": CENTERINGS, "loss_function": LOSS_FUNCTIONS, "loss_function_2": _SECONDARY,
+    "loss_function_3": _SECONDARY, "loss_function_4": _SECONDARY,
+    "mask_loss_function": ("mae", "mse"), "mask_type": MASK_TYPES, "optimizer": OPTIMIZERS,
+    "save_optimizer": SAVE_OPTIMIZER, "gradient_clipping": CLIPPING,
+    "lr_finder_mode": LR_FINDER_MODES, "lr_finder_strength": LR_FINDER_STRENGTHS,
+}
 # Keys older state files lack get Faceswap's legacy defaults (data.md §5.2).
 _LEGACY_DEFAULTS = {"centering": "legacy", "coverage": 62.5, "optimizer": "adam",
                     "mask_loss_function": "mse"}
@@ -53,18 +72,46 @@ def read_state(path: pathlib.Path) -> dict[str, Any]:
 
 
 def upgrade_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Faceswap 2's option spellings as Faceswap 3 reads them."""
+    """Faceswap 2's option spellings as Faceswap 3's state-file updater reads them."""
+    options = dict(options)
+    if "dssim_loss" in options:  # the first loss switch: SSIM, or MAE
+        options.setdefault("loss_function", "ssim" if options.pop("dssim_loss") else "mae")
+    if "l2_reg_term" in options:  # an L2 term became the second loss function
+        options.setdefault("loss_weight_2", options.pop("l2_reg_term"))
+        options.setdefault("loss_function_2", "mse")
+    if "learn_mask" not in options and "mask_type" in options:
+        options["learn_mask"] = not _is_none(options["mask_type"])
     options = {**_LEGACY_DEFAULTS, **options}
-    for i in (2, 3, 4):
-        if options.get(f"loss_function_{i}") is None:
-            options[f"loss_function_{i}"] = "none"
     if "gradient_clipping" not in options:
         if options.get("autoclip"):
             options["gradient_clipping"] = "autoclip"
         elif options.get("clipnorm"):
             options["gradient_clipping"] = "norm"
-    if options.get("mask_type") in ("facehull", "dfl_full"):
+    if options.get("mask_type") in ("facehull", "dfl_full"):  # removed masks: the nearest one
         options["mask_type"] = "components"
+    return options
+
+
+def _is_none(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and value.lower() == "none")
+
+
+def read_choices(options: dict[str, Any], plugin: str, source: pathlib.Path) -> dict[str, Any]:
+    """Every choice option as one of its values: Faceswap 2 stored "none" as null (Faceswap 3
+    reads null, and "none" in any case, as "none"). A value that is not a choice, or a null
+    where "none" is not one, is refused naming the file, the option and the value."""
+    options = dict(options)
+    for key, allowed in {**GLOBAL_CHOICES, **PLUGIN_CHOICES.get(plugin, {})}.items():
+        if key not in options:
+            continue
+        value = options[key]
+        if _is_none(value) and "none" in allowed:
+            options[key] = "none"
+        elif value not in allowed or isinstance(value, bool):
+            raise ConfigError(
+                f"{source}: option {key!r} holds {json.dumps(value)}, which is not one of its "
+                f"values ({', '.join(map(str, allowed))}): the file was not written by a "
+                "Faceswap version fsjax knows, or it was edited")
     return options
 
 
@@ -75,13 +122,17 @@ def experiment_from_state(state: dict[str, Any], plugin: str, source: pathlib.Pa
     The plugin's options are kept even where they lie outside the ranges Faceswap's settings page
     offers: the model was built with them, so rebuilding it needs them. The other sections are
     checked as on the command line."""
-    options = upgrade_options(state.get("config", {}))
+    options = read_choices(upgrade_options(state.get("config", {})), plugin, source)
     plugin_config = getattr(ModelConfig(), plugin, None)
     model = dict(name=plugin, icnr_init=bool(options.get("icnr_init", False)),
                  conv_aware_init=bool(options.get("conv_aware_init", False)),
                  reflect_padding=bool(options.get("reflect_padding", False)),
                  lowmem=bool(options.get("lowmem", False)))
     if dataclasses.is_dataclass(plugin_config):
+        for field in dataclasses.fields(plugin_config):
+            if field.name in options and options[field.name] is None:
+                raise ConfigError(f"{source}: option {field.name!r} holds null, which is not a "
+                                  f"value of it (fsjax's default is {field.default!r})")
         model[plugin] = _unchecked(type(plugin_config), options)
     base = ExperimentConfig()
     try:

@@ -17,7 +17,8 @@ class DfakerConfig:
     """Output size, 128 or 256; the input is half of it."""
 
     def __post_init__(self) -> None:
-        _check_choice("model.dfaker.output_size", self.output_size, (128, 256))
+        _check_choice("model.dfaker.output_size", self.output_size,
+                      PLUGIN_CHOICES["dfaker"]["output_size"])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +43,8 @@ class DflSaeConfig:
         if self.input_size % 16:
             raise ConfigError(f"model.dfl_sae.input_size={self.input_size} must be a multiple "
                               "of 16")
-        _check_choice("model.dfl_sae.architecture", self.architecture, ("df", "liae"))
+        _check_choice("model.dfl_sae.architecture", self.architecture,
+                      PLUGIN_CHOICES["dfl_sae"]["architecture"])
         _check_range("model.dfl_sae.autoencoder_dims", self.autoencoder_dims, 0, 1024)
         _check_range("model.dfl_sae.encoder_dims", self.encoder_dims, 21, 85)
         _check_range("model.dfl_sae.decoder_dims", self.decoder_dims, 10, 85)
@@ -116,9 +118,8 @@ class DlightConfig:
     """Output size; the decoders' first upscale grows 4x4 by 2, 4 or 6 times."""
 
     def __post_init__(self) -> None:
-        _check_choice("model.dlight.features", self.features, ("lowmem", "fair", "best"))
-        _check_choice("model.dlight.details", self.details, ("fast", "good"))
-        _check_choice("model.dlight.output_size", self.output_size, (128, 256, 384))
+        for option, allowed in PLUGIN_CHOICES["dlight"].items():
+            _check_choice(f"model.dlight.{option}", getattr(self, option), allowed)
 
 
 PHAZE_A_PRETRAINED_ENCODERS = (
@@ -247,15 +248,7 @@ class PhazeAConfig:
             raise ConfigError(f"{p}enc_architecture={self.enc_architecture!r} needs a pretrained "
                               "Keras-Applications/CLIP network that fsjax does not ship: use "
                               "'fs_original'")
-        _check_choice(p + "enc_architecture", self.enc_architecture, ("fs_original",))
-        choices = {"shared_fc": ("none", "full", "half"),
-                   "bottleneck_type": ("dense", "average_pooling", "max_pooling", "flatten"),
-                   "bottleneck_norm": ("none", "instance", "layer", "rms"),
-                   "fc_upsampler": ("upsample2d",) + PHAZE_A_UPSCALERS[:-1],
-                   "dec_upscale_method": PHAZE_A_UPSCALERS,
-                   "dec_norm": ("none", "batch", "group", "instance", "layer", "rms"),
-                   "dec_slope_mode": ("full", "cap_max", "cap_min")}
-        for option, allowed in choices.items():
+        for option, allowed in PLUGIN_CHOICES["phaze_a"].items():
             _check_choice(p + option, getattr(self, option), allowed)
         ranges = {"enc_scaling": (0, 200), "bottleneck_size": (128, 4096), "fc_depth": (0, 16),
                   "fc_min_filters": (16, 5120), "fc_max_filters": (128, 5120),
@@ -271,3 +264,21 @@ class PhazeAConfig:
                   "fs_original_max_filters": (256, 8192)}
         for option, (low, high) in ranges.items():
             _check_range(p + option, getattr(self, option), low, high)
+
+
+# Every plugin option that takes one of a fixed set of values, with that set (also what a state
+# file may hold for it, once Faceswap 2's null is read as "none").
+PLUGIN_CHOICES: dict[str, dict[str, tuple]] = {
+    "dfaker": {"output_size": (128, 256)},
+    "dfl_sae": {"architecture": ("df", "liae")},
+    "dlight": {"features": ("lowmem", "fair", "best"), "details": ("fast", "good"),
+               "output_size": (128, 256, 384)},
+    "phaze_a": {"enc_architecture": ("fs_original",),
+                "shared_fc": ("none", "full", "half"),
+                "bottleneck_type": ("dense", "average_pooling", "max_pooling", "flatten"),
+                "bottleneck_norm": ("none", "instance", "layer", "rms"),
+                "fc_upsampler": ("upsample2d",) + PHAZE_A_UPSCALERS[:-1],
+                "dec_upscale_method": PHAZE_A_UPSCALERS,
+                "dec_norm": ("none", "batch", "group", "instance", "layer", "rms"),
+                "dec_slope_mode": ("full", "cap_max", "cap_min")},
+}

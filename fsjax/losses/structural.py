@@ -8,7 +8,6 @@ MS-SSIM and GMSD reuse the same reflect-padded filters.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 
 import jax
@@ -154,54 +153,12 @@ def ms_ssim_window(size: int, filter_size: int = 11, scales: int = 5) -> int:
 
 
 def _pool2(images: jax.Array) -> jax.Array:
-    """2x2 average pool of an NHWC batch; odd sizes first repeat their last row/column.
-
-    Summed in torch's order, ((a + b) + c) + d then / 4: MS-SSIM's coarse scales are so sensitive
-    to rounding (see `_window_sum`) that the order shows at the fixtures' 1e-4.
-    """
+    """2x2 average pool of an NHWC batch; odd sizes first repeat their last row/column."""
     _, h, w, _ = images.shape
     if h % 2 or w % 2:
         images = jnp.pad(images, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-    total = images[:, 0::2, 0::2] + images[:, 0::2, 1::2]
-    total = total + images[:, 1::2, 0::2]
+    total = images[:, 0::2, 0::2] + images[:, 0::2, 1::2] + images[:, 1::2, 0::2]
     return (total + images[:, 1::2, 1::2]) / 4.0
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _window_sum(images: jax.Array, size: int, sigma: float) -> jax.Array:
-    """Reflect-padded Gaussian filter summed tap by tap, row-major, like torch's direct conv.
-
-    At MS-SSIM's coarse scales a local variance is ~1e-3 of the second moment it is taken from,
-    so float32 rounding of the window sum reaches the loss at ~1e-4; summing in Faceswap's order
-    reproduces most of that (the separable matmuls of `gaussian_filter` land up to 1.6e-4 away).
-    The filter is linear, so its gradient is the transposed separable filter: two matmuls
-    instead of differentiating size^2 padded slices, which compiled and ran several times slower.
-    """
-    taps = gaussian_window(size, sigma)
-    kernel = np.outer(taps, taps).astype(np.float32)
-    pad = size // 2
-    _, h, w, _ = images.shape
-    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
-    # Without the barrier XLA fuses the statistics (and the pooling before them) into every tap.
-    padded = jax.lax.optimization_barrier(padded)
-    out = None
-    for row in range(size):
-        for col in range(size):
-            term = padded[:, row : row + h, col : col + w] * kernel[row, col]
-            out = term if out is None else out + term
-    return out
-
-
-def _window_sum_fwd(images: jax.Array, size: int, sigma: float) -> tuple[jax.Array, None]:
-    return _window_sum(images, size, sigma), None
-
-
-def _window_sum_bwd(size: int, sigma: float, _: None, grad: jax.Array) -> tuple[jax.Array]:
-    rows, cols = (_reflect_filter_matrix(n, size, sigma).T for n in grad.shape[1:3])
-    return (filter2d(grad, rows, cols),)
-
-
-_window_sum.defvjp(_window_sum_fwd, _window_sum_bwd)
 
 
 def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
@@ -216,10 +173,71 @@ def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
     return matrix.astype(np.float32)
 
 
-def _safe_pow(x: jax.Array, power: float) -> jax.Array:
-    """x ** power for x >= 0 whose gradient is 0 (not inf * 0 = NaN) where x == 0."""
-    positive = x > 0
-    return jnp.where(positive, jnp.where(positive, x, 1.0) ** power, 0.0)
+def _ssim_deficits(
+    y_true: jax.Array, y_pred: jax.Array, size: int, sigma: float, c1: float, c2: float
+) -> tuple[jax.Array, jax.Array]:
+    """1 - luminance and 1 - contrast-structure, (N, H, W, C) each, without cancellation.
+
+    Faceswap's formula takes a local variance as E[x^2] - E[x]^2. From MS-SSIM's 1/4 scale on,
+    averaging has shrunk the variance to ~1e-3 of E[x^2], so float32 loses three digits there,
+    and 1 - prod(terms) loses two more (the terms are ~0.99): Faceswap's own float32 value is up
+    to 1.1e-4 from its formula evaluated in float64. The same formula, rearranged:
+
+        1 - cs = var(t - p) / (var(t) + var(p) + c2)
+        1 - l = (mu_t - mu_p)^2 / (mu_t^2 + mu_p^2 + c1)
+
+    `var(t - p)` is taken from the difference image (small, centred on ~0) and the denominator's
+    variances from the images less their mean (which no variance depends on), so every quantity
+    keeps float32's relative precision.
+    """
+    shift = jax.lax.stop_gradient(jnp.mean(y_true, axis=(1, 2), keepdims=True))
+    true, pred = y_true - shift, y_pred - shift
+    diff = y_true - y_pred
+    stats = jnp.concatenate([true, pred, diff, jnp.square(diff),
+                             jnp.square(true) + jnp.square(pred)], axis=-1)
+    mean_t, mean_p, mean_d, mean_dd, mean_sq = jnp.split(
+        gaussian_filter(stats, size, sigma), 5, axis=-1)
+    mu_t, mu_p = mean_t + shift, mean_p + shift
+    variances = jnp.maximum(mean_sq - jnp.square(mean_t) - jnp.square(mean_p), 0.0)
+    var_diff = jnp.maximum(mean_dd - jnp.square(mean_d), 0.0)
+    luminance = jnp.square(mean_d) / (jnp.square(mu_t) + jnp.square(mu_p) + c1)
+    return luminance, var_diff / (variances + c2)
+
+
+def ms_ssim_deficits(
+    y_true: jax.Array,
+    y_pred: jax.Array,
+    *,
+    max_val: float = 1.0,
+    filter_size: int = 11,
+    filter_sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    scales: int = len(MS_SSIM_POWER_FACTORS),
+    window: int | None = None,
+) -> list[jax.Array]:
+    """Per scale, 1 - its MS-SSIM term at the input's H x W: 1 - contrast-structure, and at the
+    last scale 1 - SSIM (see `ms_ssim`). Values above 1 are Faceswap's negative terms."""
+    y_true = jnp.asarray(y_true, jnp.float32)
+    y_pred = jnp.asarray(y_pred, jnp.float32)
+    _, height, width, _ = y_true.shape
+    if window is None:
+        window = ms_ssim_window(min(height, width), filter_size, scales)
+    c1 = (k1 * max_val) ** 2
+    c2 = (k2 * max_val) ** 2
+    images = (y_true, y_pred)
+    out = []
+    for scale in range(scales):
+        if scale:
+            images = tuple(_pool2(x) for x in images)
+        lum, con = _ssim_deficits(*images, window, filter_sigma, c1, c2)
+        deficit = lum + con - lum * con if scale == scales - 1 else con
+        if deficit.shape[1:3] != (height, width):
+            # Bilinear weights sum to one, so resizing 1 - term is 1 - (resized term).
+            h, w = deficit.shape[1:3]
+            deficit = filter2d(deficit, _bilinear_matrix(h, height), _bilinear_matrix(w, width))
+        out.append(deficit)
+    return out
 
 
 def ms_ssim(
@@ -239,32 +257,22 @@ def ms_ssim(
     Scale s is the input 2x average-pooled s times; term_s is its contrast-structure map (its full
     SSIM map at the last scale), bilinearly resized back to H x W so the product stays a map that
     masks can weigh. Every scale uses the same reflect-padded Gaussian window, `window` px wide
-    (default: `ms_ssim_window` of this output's size).
+    (default: `ms_ssim_window` of this output's size). Computed as -expm1(sum_s p_s log1p(-d_s))
+    from the deficits d_s = 1 - term_s (`ms_ssim_deficits`), which is the same value without the
+    cancellation of 1 - prod at terms near 1.
     """
-    y_true = jnp.asarray(y_true, jnp.float32)
-    y_pred = jnp.asarray(y_pred, jnp.float32)
-    _, height, width, _ = y_true.shape
-    if window is None:
-        window = ms_ssim_window(min(height, width), filter_size, len(power_factors))
-    c1 = (k1 * max_val) ** 2
-    c2 = (k2 * max_val) ** 2
-    images = (y_true, y_pred)
-    product = None
-    for scale, power in enumerate(power_factors):
-        if scale:
-            images = tuple(_pool2(x) for x in images)
-        # Rounding only matters where local variances are tiny: from the 1/4 scale on.
-        blur = _window_sum if scale >= 2 else gaussian_filter
-        luminance, contrast = _luminance_contrast(
-            *images, lambda x, blur=blur: blur(x, window, filter_sigma), c1, c2
-        )
-        term = luminance * contrast if scale == len(power_factors) - 1 else contrast
-        if term.shape[1:3] != (height, width):
-            h, w = term.shape[1:3]
-            term = filter2d(term, _bilinear_matrix(h, height), _bilinear_matrix(w, width))
-        term = _safe_pow(jax.nn.relu(term), power)
-        product = term if product is None else product * term
-    return 1.0 - product
+    deficits = ms_ssim_deficits(y_true, y_pred, max_val=max_val, filter_size=filter_size,
+                                filter_sigma=filter_sigma, k1=k1, k2=k2,
+                                scales=len(power_factors), window=window)
+    log_product, gone = 0.0, False
+    for deficit, power in zip(deficits, power_factors, strict=True):
+        if power == 0:
+            continue  # x ** 0 is 1, as in Faceswap (even where relu made the term 0)
+        zero = deficit >= 1.0  # relu(term) == 0: the product is 0 (gradient 0 there)
+        safe = jnp.where(zero, 0.0, deficit)
+        log_product = log_product + power * jnp.log1p(-safe)
+        gone = gone | zero
+    return jnp.where(gone, 1.0, -jnp.expm1(log_product))
 
 
 def _scharr_edges(images: jax.Array) -> tuple[jax.Array, jax.Array]:
