@@ -111,7 +111,10 @@ def trial(base: list[str], env: dict[str, str], model_dir: pathlib.Path, rng: ra
     while time.time() < deadline:
         line = run.next_line(0.02)
         if line is None and run.proc.poll() is not None:
-            problems.append(f"the run ended by itself (code {run.proc.returncode})")
+            run.drain()
+            tail = "".join(run.lines[-5:]).rstrip() or "(no output)"
+            problems.append(f"the run ended by itself (code {run.proc.returncode}):\n    "
+                            + tail.replace("\n", "\n    "))
             break
         if line:
             if m := RESUMED.search(line):
@@ -173,6 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.faces_a is None) != (args.faces_b is None):
         parser.error("give both --faces-a and --faces-b, or neither for the demo faces")
+    # The runs start in the repository root: paths given relative to here must be made absolute.
+    args.faces_a, args.faces_b, args.work = (
+        None if p is None else p.absolute() for p in (args.faces_a, args.faces_b, args.work))
+    if not args.config.startswith("/") and pathlib.Path(args.config).exists():
+        args.config = str(pathlib.Path(args.config).absolute())
     work = args.work or pathlib.Path(tempfile.mkdtemp(prefix="fsjax_crash_"))
     work.mkdir(parents=True, exist_ok=True)
     if args.faces_a is None:

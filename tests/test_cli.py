@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
@@ -150,10 +151,40 @@ def test_run_stops_on_sigint_and_saves_with_the_optimizer(faces, tmp_path):
 
 def test_crash_script_short_run(tmp_path, faces):
     """`scripts/crash_test.py` with two SIGKILLs (the closing note reports 50). It sits beside
-    the run above so that both use the same compiled tiny Phaze-A from the shared cache."""
+    the run above so that both use the same compiled tiny Phaze-A from the shared cache. The
+    folders are given relative to where it is started, which is not where the runs start."""
+    root = faces[0].parent
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "crash_test.py"), "--trials", "2",
-         "--faces-a", str(faces[0]), "--faces-b", str(faces[1]), "--work", str(tmp_path)],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+         "--faces-a", faces[0].name, "--faces-b", faces[1].name, "--work", "work"],
+        cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.stdout.splitlines()[-1] == "trials=2 failures=0", done.stdout + done.stderr
     assert done.returncode == 0
+    # A run that ends on its own shows why.
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "crash_test.py"), "--trials", "1",
+         "--faces-a", "missing", "--faces-b", faces[1].name, "--work", str(tmp_path)],
+        cwd=root, env=dict(_env(), COLUMNS="500"), capture_output=True, text=True, timeout=600)
+    assert "the run ended by itself (code 2)" in done.stdout, done.stdout
+    assert f"data.faces_a='{root / 'missing'}': folder does not exist" in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize("where, reason", [
+    ("under_a_file", "Not a directory"),
+    ("read_only_filesystem", "(Operation not permitted|Permission denied)"),
+])
+def test_a_model_folder_that_cannot_be_written_is_one_line_exit_1(faces, tmp_path, capsys,
+                                                                  where, reason):
+    if where == "under_a_file":
+        (tmp_path / "file").write_text("x")
+        model_dir = tmp_path / "file" / "model"
+    else:  # root ignores permission bits; /sys refuses new folders even to root
+        model_dir = pathlib.Path("/sys/fsjax-test-model")
+    code = main(["--config", EXPERIMENT, "--faces-a", str(faces[0]), "--faces-b", str(faces[1]),
+                 "--model-dir", str(model_dir)])
+    err = capsys.readouterr().err
+    assert code == 1
+    lines = [line for line in err.splitlines() if not line.startswith("warning:")]
+    assert len(lines) == 1, err
+    assert re.fullmatch(rf"error: {model_dir}: cannot create or lock the model folder: {reason}",
+                        lines[0]), lines[0]

@@ -221,3 +221,44 @@ def test_decode_grey_and_16_bit(tmp_path):
 def test_error_pickles():
     err = pickle.loads(pickle.dumps(FaceFileError("/x/a.png", "truncated PNG")))
     assert str(err) == "/x/a.png: truncated PNG" and err.path == "/x/a.png"
+
+
+def test_a_png_declaring_a_huge_image_is_refused_before_decoding(tmp_path, data_dir):
+    """A decompression bomb: a small file whose IHDR declares 30000x30000 pixels (inflating it
+    would take 2.7 GB per sample). The scan refuses it from the IHDR alone."""
+    import zlib
+
+    from fsjax.data.faces import scan_faces
+
+    face = (data_dir / "faces/A/synth_A_0000_0.png").read_bytes()
+    ihdr = b"IHDR" + struct.pack(">II", 30000, 30000) + face[24:29]
+    bomb = face[:8] + face[8:12] + ihdr + struct.pack(">I", zlib.crc32(ihdr)) + face[33:]
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    path = _write(folder, bomb, "bomb.png")
+    _expect(path, "declares 30000x30000 pixels, more than the 8192x8192")
+    scan = scan_faces(folder, on_bad="skip", min_faces=0)
+    assert scan.faces == [] and [p for p, _ in scan.skipped] == [path]
+
+
+def test_a_header_at_the_limit_parses_in_bounded_memory(tmp_path, data_dir):
+    """The worst header the limit lets through (a literal of tiny elements, just under 1 MiB) is
+    parsed and refused under a 1 GiB address-space limit; real headers are far smaller."""
+    import subprocess
+    import sys
+
+    for path in _real_faces(data_dir):
+        text = next(hdr._itxt_text(body, path) for ctype, body in hdr._chunks(
+            path.read_bytes(), path) if ctype == b"iTXt")
+        assert len(text) < hdr.MAX_HEADER_BYTES // 100
+    assert hdr.MAX_HEADER_BYTES <= 1024 * 1024
+    worst = b"[" + b"0," * (hdr.MAX_HEADER_BYTES // 2 - 1) + b"]"
+    path = _write(tmp_path, _with_text(worst))
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))\n"
+              "from fsjax.data.header import read_header, FaceFileError\n"
+              "try:\n    read_header(sys.argv[1])\nexcept FaceFileError as err:\n"
+              "    print(err)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "faceswap header is a list, not a dict" in done.stdout, done.stdout

@@ -5,6 +5,7 @@ import io
 import json
 import os
 import pickle
+import shutil
 import zipfile
 
 import h5py
@@ -101,6 +102,9 @@ def _one_layer(make_dataset):
 @pytest.mark.parametrize("kind, message", [
     ("lambda", "layer 'evil' is a Lambda layer, which carries code"),
     ("module", "layer 'evil' (Dense) comes from module 'os'"),
+    ("class", "layer 'evil' has class 'system' (registered as 'os>system'), which is not a "
+              "layer class of Faceswap's models"),
+    ("registered", "layer 'evil' has class 'Dense' (registered as 'os>system')"),
     ("escape", "unexpected member '../../evil.sh'"),
     ("bomb", "expands 104,857,600 bytes from"),
     ("shape", "has the absurd shape (1048576, 1048576, 64)"),
@@ -119,6 +123,10 @@ def test_hostile_files_are_refused_naming_file_and_problem(faceswap_dir, tmp_pat
     elif kind == "module":
         _rewrite(source, target, config=_add_layer(
             {"module": "os", "class_name": "Dense", "config": {"name": "evil"}}))
+    elif kind in ("class", "registered"):
+        _rewrite(source, target, config=_add_layer(
+            {"module": "keras.src.layers", "class_name": "system" if kind == "class" else "Dense",
+             "registered_name": "os>system", "config": {"name": "evil"}}))
     elif kind == "escape":
         _rewrite(source, target, extra=[("../../evil.sh", "rm -rf ~")])
     elif kind == "bomb":
@@ -166,3 +174,63 @@ def test_a_faceswap2_file_with_a_lambda_layer_is_refused(tmp_path):
         f.create_group("model_weights")
     with pytest.raises(KerasFileError, match="layer 'evil' is a Lambda layer"):
         read(path)
+
+
+@pytest.mark.parametrize("depth", [100, 100_000])  # past the walk's limit; past json's own
+def test_deeply_nested_json_is_refused_naming_the_file(faceswap_dir, tmp_path, depth):
+    from fsjax.config import ConfigError
+    from fsjax.config.faceswap_state import read_state
+
+    nested = "[" * depth + "]" * depth
+    source = faceswap_dir / KERAS
+    target = tmp_path / "deep.keras"
+    with zipfile.ZipFile(source) as archive:
+        members = {i.filename: archive.read(i.filename) for i in archive.infolist()}
+    members["config.json"] = '{"class_name": "Functional", "config": ' + nested + "}"
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(KerasFileError, match=rf"{target}: the model config is not JSON \(JSON "
+                                             r"nested more than 64 levels deep\)"):
+        read(target)
+    h5_target = tmp_path / "deep.h5"
+    shutil.copy(faceswap_dir / FS2, h5_target)
+    with h5py.File(h5_target, "r+") as h5:
+        h5.attrs["model_config"] = '{"class_name": "Functional", "config": ' + nested + "}"
+    with pytest.raises(KerasFileError, match=rf"{h5_target}: the model config is not JSON"):
+        read(h5_target)
+    state = tmp_path / "phaze_a_state.json"
+    state.write_text('{"config": {"x": ' + nested + "}}")
+    with pytest.raises(ConfigError, match=rf"{state}: cannot read the model state file \(JSON "
+                                          "nested more than 64 levels deep"):
+        read_state(state)
+
+
+def test_a_weight_declaring_gigabytes_it_does_not_store_is_refused_in_bounded_memory(
+        faceswap_dir, tmp_path):
+    """A Faceswap 2 .h5 whose first weight is a chunked 32768 x 32768 float32 dataset (4 GiB)
+    that was never written: the file stays small, and reading the weight would allocate 4 GiB.
+    It is refused, naming the dataset and both sizes, under a 2 GiB address-space limit."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "dfl_sae.h5"
+    shutil.copy(faceswap_dir / FS2, target)
+    with h5py.File(target, "r+") as h5:
+        group = h5["model_weights"]
+        sub = next(group[n] for n in group.attrs["layer_names"]
+                   if len(group[n].attrs.get("weight_names", [])))
+        name = sub.attrs["weight_names"][0]
+        name = name.decode() if isinstance(name, bytes) else name
+        del sub[name]
+        sub.create_dataset(name, shape=(32768, 32768), dtype="float32", chunks=(256, 256))
+    assert target.stat().st_size < 20 * 2**20
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+              "from fsjax.interop.keras_file import read, KerasFileError\n"
+              "try:\n    read(sys.argv[1])\nexcept KerasFileError as err:\n    print(err)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{target}: model_weights/" in done.stdout
+    assert ("declares shape (32768, 32768) (4,294,967,296 bytes of float32) but the file stores "
+            "0 bytes of it") in done.stdout, done.stdout

@@ -12,7 +12,7 @@ import os
 import pathlib
 from typing import Any
 
-from fsjax.config import ExperimentConfig
+from fsjax.config import ExperimentConfig, jsonfile
 
 # Faceswap options that may change between sessions (`fixed=False`); the rest are locked at
 # creation.
@@ -115,7 +115,7 @@ def new_state(name: str, config: ExperimentConfig) -> dict[str, Any]:
 def load_state(path: pathlib.Path) -> dict[str, Any]:
     """Reads a state file (JSON only; nothing in it is executed)."""
     try:
-        state = json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+        state = jsonfile.parse(pathlib.Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ModelFolderError(f"{path}: cannot read the model state file ({err})") from err
     if not isinstance(state, dict) or not isinstance(state.get("iterations"), int):

@@ -29,6 +29,7 @@ from fsjax.config import (
     LossConfig,
     ModelConfig,
     OptimizerConfig,
+    jsonfile,
 )
 from fsjax.config.plugins import PLUGIN_CHOICES
 
@@ -63,7 +64,7 @@ def read_state(path: pathlib.Path) -> dict[str, Any]:
     try:
         if path.stat().st_size > MAX_STATE_BYTES:
             raise ConfigError(f"{path}: {path.stat().st_size:,} bytes is not a state file")
-        state = json.loads(path.read_text(encoding="utf-8"))
+        state = jsonfile.parse(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise ConfigError(f"{path}: cannot read the model state file ({err})") from None
     if not isinstance(state, dict) or not isinstance(state.get("config", {}), dict):

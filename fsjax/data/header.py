@@ -20,8 +20,12 @@ import numpy as np
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ITXT_KEYWORD = b"faceswap"
-# A real header is a few KB (up to ~100 KB with several stored masks and identities).
-MAX_HEADER_BYTES = 8 * 1024 * 1024
+# A real header is a few KB (up to ~100 KB with several stored masks and identities); parsing
+# costs ~300x the text in memory, so the limit keeps one file's parse near 300 MB.
+MAX_HEADER_BYTES = 1024 * 1024
+# Far above any extracted face; a PNG declaring more is refused before its pixels are inflated
+# (a few MB of PNG can declare 30000x30000 pixels: a decompression bomb).
+MAX_FACE_SIDE = 8192
 _MAX_CHUNK = 2**31 - 1  # PNG spec limit on a chunk length
 _LANDMARK_COUNTS = (4, 51, 68, 98)
 _CENTERINGS = ("face", "head", "legacy")
@@ -244,6 +248,10 @@ def read_header(path: PathLike) -> dict[str, Any]:
             if ctype != b"IHDR" or len(body) != 13:
                 raise FaceFileError(path, "corrupt PNG (first chunk is not a valid IHDR)")
             size = struct.unpack(">II", body[:8])
+            if max(size) > MAX_FACE_SIDE:
+                raise FaceFileError(path, f"declares {size[0]}x{size[1]} pixels, more than the "
+                                          f"{MAX_FACE_SIDE}x{MAX_FACE_SIDE} any extracted face "
+                                          "has (a decompression bomb?)")
             _check_pixel_format(body[8], body[9], path)
         elif ctype == b"iTXt" and text is None:
             text = _itxt_text(body, path)

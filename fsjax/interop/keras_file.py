@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import pathlib
 import zipfile
 from typing import Any
@@ -26,15 +25,28 @@ from typing import Any
 import h5py
 import numpy as np
 
+from fsjax.config import jsonfile
+
 MAX_BYTES = 4 * 2**30  # 4 GiB: the largest Faceswap models are about 1.2 GB with optimizer
 MAX_CONFIG_BYTES = 64 * 2**20
 MAX_RATIO = 200  # float weights compress 1-3x; a 200x member is not a model
 MAX_WEIGHT_ELEMENTS = 2**31  # no Faceswap layer holds more than ~0.3 G values
+_SMALL = 64 * 2**10  # compact datasets live in the file's metadata, not its storage
 KERAS_MEMBERS = ("metadata.json", "config.json", "model.weights.h5", "optimizer.pt")
 WEIGHT_DTYPES = ("float16", "float32", "float64", "bfloat16", "int32", "int64")
 CODE_LAYERS = ("Lambda", "TFOpLambda", "SlicingOpLambda")
 # Where the layer classes of Faceswap models live (Keras 3 `module`, Keras 2 has none).
 SAFE_MODULES = ("keras", "lib.model")
+# The layer classes fsjax maps (those of every Faceswap model, in Keras 2 and Keras 3 spellings);
+# anything else is refused by name rather than kept and written back out by an export.
+KNOWN_CLASSES = frozenset({
+    "Activation", "AdaInstanceNormalization", "Add", "AveragePooling2D", "BatchNormalization",
+    "Concatenate", "Conv2D", "Conv2DTranspose", "Dense", "DepthwiseConv2D", "Dropout", "ELU",
+    "Flatten", "Functional", "GaussianNoise", "GlobalAveragePooling2D", "GroupNormalization",
+    "InputLayer", "InstanceNormalization", "KResizeImages", "LayerNormalization", "LeakyReLU",
+    "MaxPooling2D", "Model", "Multiply", "Normalization", "PReLU", "PixelShuffler", "ReLU",
+    "ReflectionPadding2D", "RMSNormalization", "Rescaling", "Reshape", "SeparableConv2D",
+    "SpatialDropout2D", "Swish", "UpSampling2D", "ZeroPadding2D"})
 
 Weights = dict[str, Any]  # nested: model -> (sub-model ->) layer -> list of arrays
 
@@ -116,7 +128,7 @@ def _read_member(path: pathlib.Path, archive: zipfile.ZipFile, name: str, limit:
 
 def _json(path: pathlib.Path, text: bytes | str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
+        value = jsonfile.parse(text)
     except ValueError as err:
         raise KerasFileError(f"{path}: the model config is not JSON ({err})") from None
     if not isinstance(value, dict):
@@ -134,6 +146,12 @@ def check_config(path: pathlib.Path, config: dict[str, Any]) -> None:
         if cls in CODE_LAYERS:
             raise KerasFileError(f"{path}: layer {name!r} is a {cls} layer, which carries code; "
                                  "no Faceswap model has one, and fsjax never runs a file's code")
+        registered = layer.get("registered_name")
+        if cls not in KNOWN_CLASSES or (registered is not None and (
+                not isinstance(registered, str) or registered.rpartition(">")[2] != cls)):
+            raise KerasFileError(f"{path}: layer {name!r} has class {cls!r} (registered as "
+                                 f"{registered!r}), which is not a layer class of Faceswap's "
+                                 "models that fsjax knows")
         module = layer.get("module")
         if module is not None and not (isinstance(module, str) and any(
                 module == m or module.startswith(m + ".") for m in SAFE_MODULES)):
@@ -188,6 +206,13 @@ def _dataset(path: pathlib.Path, where: str, node: Any) -> np.ndarray:
     size = int(np.prod(node.shape, dtype=np.int64)) if node.shape else 1
     if node.shape is None or size > MAX_WEIGHT_ELEMENTS or len(node.shape) > 6:
         raise KerasFileError(f"{path}: {where} has the absurd shape {node.shape}")
+    # A chunked dataset may declare any shape and store nothing (unwritten chunks read as the
+    # fill value): reading it would allocate the declared size. Weights are stored as written
+    # (Keras compresses none), so what is read is bounded by what the file holds.
+    stored = node.id.get_storage_size()
+    if node.nbytes > max(stored * (MAX_RATIO if node.compression else 1), _SMALL):
+        raise KerasFileError(f"{path}: {where} declares shape {node.shape} ({node.nbytes:,} "
+                             f"bytes of {node.dtype}) but the file stores {stored:,} bytes of it")
     return np.asarray(node[()])
 
 

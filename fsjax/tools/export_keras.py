@@ -47,6 +47,7 @@ import numpy as np
 from fsjax.checkpoint import folder, state_file
 from fsjax.checkpoint.manager import Checkpoints
 from fsjax.checkpoint.state_file import ModelFolderError
+from fsjax.config import jsonfile
 from fsjax.interop import keras_graph, keras_upgrade
 from fsjax.interop.keras_graph import snake_case
 from fsjax.interop.optimizer_state import OptimizerImportError, keras_order
@@ -229,7 +230,7 @@ def _keras_graph(model_dir: pathlib.Path, name: str) -> dict[str, Any]:
     stored: Any = None
     if path.is_file():
         try:
-            stored = json.loads(path.read_text(encoding="utf-8"))
+            stored = jsonfile.parse(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise ExportError(f"{path}: unreadable ({err})") from None
     else:

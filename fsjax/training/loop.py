@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import pathlib
 import sys
 import time
@@ -69,8 +70,7 @@ def train_and_evaluate(
     metas_b = scan_side("B", folder_b, config.data.bad_faces, stored_mask, **sides)
     mesh = sharding.make_mesh()
     sharding.check_batch_size(config.train.batch_size, mesh)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    lock = ModelLock(model_dir)  # held until this function returns, however it returns
+    lock = _take_folder(model_dir)  # held until this function returns, however it returns
     try:
         model_state = open_model_state(model_dir, name, config)
         return _train(config, stop, model_dir, spec_model, model_state, mesh,
@@ -154,6 +154,26 @@ def _train(config: ExperimentConfig, stop: StopRequest, model_dir: pathlib.Path,
             checkpoints.close()
             iterator.close()
     return state
+
+
+def _take_folder(model_dir: pathlib.Path) -> ModelLock:
+    """Creates and locks the model folder and checks that files can be written in it, so that a
+    folder that cannot hold the saves stops the run before anything is built."""
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        lock = ModelLock(model_dir)
+    except OSError as err:
+        raise state_file.ModelFolderError(f"{model_dir}: cannot create or lock the model folder: "
+                               f"{err.strerror or err}") from None
+    probe = model_dir / f".fsjax-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        lock.release()
+        raise state_file.ModelFolderError(f"{model_dir}: cannot write in the model folder: "
+                               f"{err.strerror or err}") from None
+    return lock
 
 
 @dataclasses.dataclass
