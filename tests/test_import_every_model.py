@@ -20,6 +20,7 @@ import jax
 import numpy as np
 import pytest
 
+from fsjax.interop import keras_file
 from fsjax.tools.import_keras import load
 
 VARIANTS = ["original", "original_lowmem", "original_learn_mask", "lightweight", "iae",
@@ -94,7 +95,12 @@ def write_keras2(path, entry, plugin):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_every_faceswap_model_imports_weight_for_weight(variant, manifest, tmp_path):
+def test_every_faceswap_model_imports_weight_for_weight(variant, manifest, tmp_path,
+                                                        monkeypatch):
+    # The files below declare each weight with its index as the fill value and store none of
+    # it (writing 23 full-size models would take minutes); the reader refuses such weights
+    # (test_keras_file), so here that one check is lifted.
+    monkeypatch.setattr(keras_file, "_SMALL", 2**62)
     entry = manifest[variant]
     plugin = entry["plugin"]
     expected = {(sub, layer, var): i + 1
