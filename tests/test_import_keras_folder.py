@@ -234,3 +234,49 @@ def test_the_import_refuses_a_folder_in_use_and_missing_files(faceswap_dir, tmp_
     assert "must be empty or not exist" in capsys.readouterr().err
     assert import_keras.main([str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
+
+
+def test_optimizer_moments_of_the_wrong_shape_are_refused_before_they_are_read(
+        faceswap_dir, tmp_path):
+    """A Faceswap 2 `optimizer_weights` whose first moment declares 16384 x 32768 float32 (2 GiB
+    once read; 12 MiB stored, compressed): the moment's shape is compared with its weight's
+    before it is read, so under a 2 GiB address-space limit the import says why the optimizer
+    was not imported and writes the model with a fresh optimizer."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "faceswap"
+    shutil.copytree(faceswap_dir / LEGACY, folder, ignore=shutil.ignore_patterns("*.npz", "*_logs"))
+    rng = np.random.default_rng(3)
+    with h5py.File(folder / "dfl_sae.h5", "a") as root:
+        group = root.create_group("optimizer_weights")
+        names = ["Adam/iter:0"]
+        group.create_dataset(names[0], data=np.int64(3))
+        sub = root["model_weights/encoder_liae"]
+        weight = sub.attrs["weight_names"][0]
+        weight = weight.decode() if isinstance(weight, bytes) else weight
+        layer, var = weight.removesuffix(":0").rsplit("/", 1)
+        for slot in ("m", "v"):
+            names.append(f"Adam/{layer}/{var}/{slot}:0")
+            node = group.create_dataset(names[-1], shape=(16384, 32768), dtype="float32",
+                                        chunks=(1024, 1024), compression="gzip")
+            for i in range(3):
+                node[i * 1024:(i + 1) * 1024, :1024] = rng.integers(
+                    0, 2**32, (1024, 1024), dtype=np.uint32).view(np.float32)
+        group.attrs["weight_names"] = names
+        shape = tuple(sub[weight].shape)
+    out = tmp_path / "fsjax"
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+              "from fsjax.tools.import_keras import main\n"
+              "sys.exit(main(sys.argv[1:]))\n")
+    done = subprocess.run([sys.executable, "-c", script, str(folder / "dfl_sae.h5"), "--out",
+                           str(out)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (f"was not imported (its moment for encoder_liae/{layer}/{var} has shape "
+            f"(16384, 32768); the weight is {shape}): the optimizer starts afresh") in done.stdout
+    checkpoints = Checkpoints(out, "dfl_sae", writable=False)
+    try:
+        step = checkpoints.latest_step()
+        assert step is not None and not checkpoints.has_optimizer(step)
+    finally:
+        checkpoints.close()

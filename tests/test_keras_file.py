@@ -234,3 +234,65 @@ def test_a_weight_declaring_gigabytes_it_does_not_store_is_refused_in_bounded_me
     assert f"{target}: model_weights/" in done.stdout
     assert ("declares shape (32768, 32768) (4,294,967,296 bytes of float32) but the file stores "
             "0 bytes of it") in done.stdout, done.stdout
+
+
+def _store_declaring(sub: h5py.Group, name: str, shape: tuple[int, int], rng) -> None:
+    """Replaces dataset `name` by a gzip-compressed float32 `shape` that stores three 4 MiB
+    chunks of random bits, enough for the storage check to let its declared size through."""
+    del sub[name]
+    node = sub.create_dataset(name, shape=shape, dtype="float32", chunks=(1024, 1024),
+                              compression="gzip")
+    for i in range(3):
+        node[i * 1024:(i + 1) * 1024, :1024] = rng.integers(
+            0, 2**32, (1024, 1024), dtype=np.uint32).view(np.float32)
+
+
+def test_weights_of_the_wrong_shape_are_refused_before_any_is_read(faceswap_dir, tmp_path):
+    """Two weights of a Faceswap 2 .h5 replaced by compressed 16384 x 32768 float32 datasets
+    (2 GiB each once read) that store 12 MiB each: reading them before comparing shapes would
+    need 4 GiB. The import compares every shape with fsjax's model first and refuses the first,
+    naming the weight, the dataset and both shapes, under a 2 GiB address-space limit."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "faceswap"
+    shutil.copytree(faceswap_dir / "legacy_h5/dfl_sae_liae", folder,
+                    ignore=shutil.ignore_patterns("*.npz", "*_logs"))
+    target = folder / "dfl_sae.h5"
+    rng = np.random.default_rng(0)
+    with h5py.File(target, "r+") as h5:
+        sub = h5["model_weights/encoder_liae"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in sub.attrs["weight_names"]]
+        kernels = [n for n in names if n.endswith("kernel:0")][:2]
+        shapes = [tuple(sub[n].shape) for n in kernels]
+        for name in kernels:
+            _store_declaring(sub, name, (16384, 32768), rng)
+    assert target.stat().st_size < 40 * 2**20
+    script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+              "from fsjax.tools.import_keras import load, KerasFileError\n"
+              "try:\n    load(sys.argv[1])\nexcept KerasFileError as err:\n    print(err)\n")
+    done = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    layer = kernels[0].rpartition("/")[0]
+    assert done.stdout.strip() == (
+        f"{target}: encoder_liae/{layer}/kernel has shape (16384, 32768); fsjax's model needs "
+        f"{shapes[0]} (dataset /model_weights/encoder_liae/{kernels[0]})"), done.stdout
+
+
+def test_a_weight_of_another_dtype_is_refused_naming_both(faceswap_dir, tmp_path):
+    from fsjax.tools.import_keras import load
+
+    folder = tmp_path / "faceswap"
+    shutil.copytree(faceswap_dir / "legacy_h5/dfl_sae_liae", folder,
+                    ignore=shutil.ignore_patterns("*.npz", "*_logs"))
+    with h5py.File(folder / "dfl_sae.h5", "r+") as h5:
+        sub = h5["model_weights/decoder_both"]
+        name = sub.attrs["weight_names"][0]
+        name = name.decode() if isinstance(name, bytes) else name
+        value = sub[name][()]
+        del sub[name]
+        sub.create_dataset(name, data=value.astype(np.int32))
+    with pytest.raises(KerasFileError, match=r"decoder_both/.+/kernel has dtype int32; fsjax's "
+                                             r"model needs float32 \(dataset "):
+        load(folder)

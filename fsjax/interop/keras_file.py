@@ -10,8 +10,11 @@ is refused, naming it and the problem, before any weight is read when it
 * has a weight whose shape or dtype is absurd, or HDF5 links/storage outside the file.
 
 Weights come back as nested dicts keyed by Faceswap's names, model first:
-`{"encoder": {"conv_128_0_conv2d": [kernel, bias]}, ...}`, each layer's arrays in Keras order.
-`data.md` §5.1 (Keras 3) and §6.2 (Keras 2) describe the layouts.
+`{"encoder": {"conv_128_0_conv2d": [kernel, bias]}, ...}`, each layer's weights in Keras order.
+A weight is a `Weight`: its shape and dtype, checked when the file is read, and its values read
+only when asked for (`np.asarray(weight)`, `read_arrays`). The importer compares every shape with
+the layer it fills before it reads any value, so a file cannot make fsjax allocate more than the
+model needs. `data.md` §5.1 (Keras 3) and §6.2 (Keras 2) describe the layouts.
 """
 
 from __future__ import annotations
@@ -48,16 +51,39 @@ KNOWN_CLASSES = frozenset({
     "ReflectionPadding2D", "RMSNormalization", "Rescaling", "Reshape", "SeparableConv2D",
     "SpatialDropout2D", "Swish", "UpSampling2D", "ZeroPadding2D"})
 
-Weights = dict[str, Any]  # nested: model -> (sub-model ->) layer -> list of arrays
+Weights = dict[str, Any]  # nested: model -> (sub-model ->) layer -> list of Weight
 
 
 class KerasFileError(ValueError):
     """The file cannot be imported; the message names the file and the problem."""
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class Weight:
+    """One stored weight, checked (shape, dtype, storage) but not read: `np.asarray` reads it."""
+
+    file: h5py.File  # the weights file, held open so that what is read is what was checked
+    where: str  # its path in that file
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        array = np.asarray(self.file[self.where][()])
+        return array if dtype is None else array.astype(dtype, copy=False)
+
+
 @dataclasses.dataclass
 class KerasModel:
-    """What a Faceswap model file holds."""
+    """What a Faceswap model file holds. Its weights are read from the open file: `close()`
+    when done with them."""
 
     path: pathlib.Path
     format: str  # "keras3" or "keras2"
@@ -66,6 +92,11 @@ class KerasModel:
     keras_version: str
     has_optimizer: bool
     file_config: dict[str, Any] = dataclasses.field(default_factory=dict)  # as in the file
+    file: h5py.File | None = None
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
 
 
 def read_optimizer(path: pathlib.Path) -> bytes:
@@ -109,10 +140,22 @@ def _read_keras3(path: pathlib.Path) -> KerasModel:
                     if "metadata.json" in members else {})
         check_config(path, config)
         blob = _read_member(path, archive, "model.weights.h5", MAX_BYTES)
-    with h5py.File(io.BytesIO(blob), "r") as weights_file:
+    weights_file = _open_h5(path, io.BytesIO(blob))
+    try:
         weights = _keras3_weights(path, weights_file)
+    except BaseException:
+        weights_file.close()
+        raise
     return KerasModel(path, "keras3", config.get("config", {}), weights,
-                      str(metadata.get("keras_version", "")), "optimizer.pt" in members, config)
+                      str(metadata.get("keras_version", "")), "optimizer.pt" in members, config,
+                      weights_file)
+
+
+def _open_h5(path: pathlib.Path, source: Any) -> h5py.File:
+    try:
+        return h5py.File(source, "r")
+    except OSError as err:
+        raise KerasFileError(f"{path}: the weights are not a readable HDF5 file ({err})") from None
 
 
 def _read_member(path: pathlib.Path, archive: zipfile.ZipFile, name: str, limit: int) -> bytes:
@@ -195,8 +238,9 @@ def layer_classes(config: dict[str, Any]):
                              conf.get("trainable", True) is not False)
 
 
-def _dataset(path: pathlib.Path, where: str, node: Any) -> np.ndarray:
-    """One weight, checked before it is read."""
+def check_dataset(path: pathlib.Path, where: str, node: Any) -> None:
+    """Refuses a dataset that is not a plain weight array stored in the file, has an absurd
+    shape or dtype, or declares more data than the file stores for it."""
     if not isinstance(node, h5py.Dataset):
         raise KerasFileError(f"{path}: {where} is not a weight array")
     if node.is_virtual or node.external:
@@ -213,7 +257,11 @@ def _dataset(path: pathlib.Path, where: str, node: Any) -> np.ndarray:
     if node.nbytes > max(stored * (MAX_RATIO if node.compression else 1), _SMALL):
         raise KerasFileError(f"{path}: {where} declares shape {node.shape} ({node.nbytes:,} "
                              f"bytes of {node.dtype}) but the file stores {stored:,} bytes of it")
-    return np.asarray(node[()])
+
+
+def _weight(path: pathlib.Path, file: h5py.File, where: str, node: Any) -> Weight:
+    check_dataset(path, where, node)
+    return Weight(file, node.name, tuple(node.shape), node.dtype)
 
 
 def _check_links(path: pathlib.Path, group: h5py.Group) -> None:
@@ -228,7 +276,7 @@ def _check_links(path: pathlib.Path, group: h5py.Group) -> None:
         raise KerasFileError(f"{path}: {links[0]} is a link; a saved model holds none")
 
 
-def _keras3_weights(path: pathlib.Path, root: h5py.Group) -> Weights:
+def _keras3_weights(path: pathlib.Path, root: h5py.File) -> Weights:
     """`layers/<object>/vars` groups carry the layer's real name in their `name` attribute; a
     model's own layers sit under its `layers/`."""
     _check_links(path, root)
@@ -246,7 +294,7 @@ def _keras3_weights(path: pathlib.Path, root: h5py.Group) -> Weights:
             if "layers" in child:
                 out[name] = walk(child, child_where)
             else:
-                out[name] = [_dataset(path, f"{child_where}/vars/{i}", variables[str(i)])
+                out[name] = [_weight(path, root, f"{child_where}/vars/{i}", variables[str(i)])
                              for i in range(len(variables))]
                 if sorted(variables) != [str(i) for i in range(len(variables))]:
                     raise KerasFileError(f"{path}: {child_where}/vars is not numbered 0..n")
@@ -256,32 +304,40 @@ def _keras3_weights(path: pathlib.Path, root: h5py.Group) -> Weights:
 
 
 def _read_keras2(path: pathlib.Path) -> KerasModel:
-    with h5py.File(path, "r") as root:
-        _check_links(path, root)
-        if "model_config" not in root.attrs:
-            raise KerasFileError(f"{path}: no model_config attribute: not a saved Keras model")
-        raw = root.attrs["model_config"]
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise KerasFileError(f"{path}: the model config is larger than {MAX_CONFIG_BYTES:,}")
-        config = _json(path, _text(raw))
-        check_config(path, config)
-        group = root.get("model_weights")
-        if not isinstance(group, h5py.Group):
-            raise KerasFileError(f"{path}: no model_weights group")
-        weights: Weights = {}
-        for model_name in group.attrs.get("layer_names", []):
-            model_name = _text(model_name)
-            sub = group.get(model_name)
-            names = [_text(n) for n in sub.attrs.get("weight_names", [])] if sub else []
-            for weight_name in names:  # "<layer>/<var>:0", in Keras order
-                layer, _, _ = weight_name.rpartition("/")
-                array = _dataset(path, f"model_weights/{model_name}/{weight_name}",
-                                 sub.get(weight_name))
-                weights.setdefault(model_name, {}).setdefault(layer, []).append(array)
-        has_optimizer = "optimizer_weights" in root
-        version = _text(root.attrs.get("keras_version", ""))
+    root = _open_h5(path, path)
+    try:
+        return _keras2(path, root)
+    except BaseException:
+        root.close()
+        raise
+
+
+def _keras2(path: pathlib.Path, root: h5py.File) -> KerasModel:
+    _check_links(path, root)
+    if "model_config" not in root.attrs:
+        raise KerasFileError(f"{path}: no model_config attribute: not a saved Keras model")
+    raw = root.attrs["model_config"]
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise KerasFileError(f"{path}: the model config is larger than {MAX_CONFIG_BYTES:,}")
+    config = _json(path, _text(raw))
+    check_config(path, config)
+    group = root.get("model_weights")
+    if not isinstance(group, h5py.Group):
+        raise KerasFileError(f"{path}: no model_weights group")
+    weights: Weights = {}
+    for model_name in group.attrs.get("layer_names", []):
+        model_name = _text(model_name)
+        sub = group.get(model_name)
+        names = [_text(n) for n in sub.attrs.get("weight_names", [])] if sub else []
+        for weight_name in names:  # "<layer>/<var>:0", in Keras order
+            layer, _, _ = weight_name.rpartition("/")
+            weight = _weight(path, root, f"model_weights/{model_name}/{weight_name}",
+                             sub.get(weight_name))
+            weights.setdefault(model_name, {}).setdefault(layer, []).append(weight)
+    has_optimizer = "optimizer_weights" in root
+    version = _text(root.attrs.get("keras_version", ""))
     return KerasModel(path, "keras2", config.get("config", {}), weights, version, has_optimizer,
-                      config)
+                      config, root)
 
 
 def _text(value: Any) -> str:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fsjax.interop.keras_file import KerasModel, layer_classes
+from fsjax.interop.keras_file import KerasFileError, KerasModel, check_dataset, layer_classes
 from fsjax.losses.torch_file import TorchFileError, read_object
 
 # The order in which Keras creates a layer's variables, by the names fsjax gives them.
@@ -110,20 +110,27 @@ def from_torch(blob: bytes, keras: KerasModel, params: dict[str, Any]) -> AdamMo
 
 
 def from_keras2(keras: KerasModel, params: dict[str, Any]) -> AdamMoments:
-    """Adam's moments from a Faceswap 2 `.h5`'s `optimizer_weights`."""
+    """Adam's moments from a Faceswap 2 `.h5`'s `optimizer_weights`. Each moment's dataset is
+    checked as the model's weights are, and its shape compared with its weight's, before it is
+    read."""
     owner = {layer: sub for sub, layers in params.items() for layer in layers}
-    slots: dict[str, dict[tuple[str, str], np.ndarray]] = {"m": {}, "v": {}}
+    slots: dict[str, dict[tuple[str, str], h5py.Dataset]] = {"m": {}, "v": {}}
     step = None
+    mu: dict[str, Any] = {}
+    nu: dict[str, Any] = {}
     with h5py.File(keras.path, "r") as root:
         group = root["optimizer_weights"]
         names = [n.decode() if isinstance(n, bytes) else str(n)
                  for n in group.attrs.get("weight_names", [])]
         for name in names:
             node = group.get(name)
-            if not isinstance(node, h5py.Dataset) or node.dtype.kind not in "fiu" or (
-                    node.size > 2**31):
-                raise OptimizerImportError(f"optimizer weight {name} is not a numeric array")
+            try:
+                check_dataset(keras.path, f"optimizer_weights/{name}", node)
+            except KerasFileError as err:
+                raise OptimizerImportError(str(err)) from None
             if name.endswith("iter:0") or name.endswith("iteration:0"):
+                if node.size != 1:
+                    raise OptimizerImportError(f"its step {name} has shape {node.shape}")
                 step = int(np.asarray(node[()]).item())
                 continue
             match = _SLOT_NEW.fullmatch(name) or _SLOT.fullmatch(name)
@@ -131,19 +138,19 @@ def from_keras2(keras: KerasModel, params: dict[str, Any]) -> AdamMoments:
                 continue  # hyper-parameters (learning_rate, beta_1...) are fsjax's own options
             if match["slot"] == "vhat":
                 raise OptimizerImportError("it is AMSGrad (vhat), which fsjax's Adam lacks")
-            slots[match["slot"]][(match["layer"], match["var"])] = np.asarray(node[()])
-    if step is None or not slots["m"]:
-        raise OptimizerImportError("its optimizer_weights hold no Adam moments")
-    mu: dict[str, Any] = {}
-    nu: dict[str, Any] = {}
-    for (layer, var), m in slots["m"].items():
-        if layer not in owner or (layer, var) not in slots["v"]:
-            raise OptimizerImportError(f"its moment {layer}/{var} matches no weight of the model")
-        _place(mu, nu, params, (owner[layer], layer, var), m, slots["v"][(layer, var)])
+            slots[match["slot"]][(match["layer"], match["var"])] = node
+        if step is None or not slots["m"]:
+            raise OptimizerImportError("its optimizer_weights hold no Adam moments")
+        for (layer, var), m in slots["m"].items():
+            if layer not in owner or (layer, var) not in slots["v"]:
+                raise OptimizerImportError(
+                    f"its moment {layer}/{var} matches no weight of the model")
+            _place(mu, nu, params, (owner[layer], layer, var), m, slots["v"][(layer, var)])
     return AdamMoments(step, mu, nu)
 
 
 def _place(mu: dict, nu: dict, params: dict, where: tuple[str, str, str], m: Any, v: Any) -> None:
+    """Both moments of one weight, their shapes checked before either is read."""
     sub, layer, name = where
     target = params[sub][layer].get(name)
     for array in (m, v):

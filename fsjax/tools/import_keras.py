@@ -26,7 +26,7 @@ from fsjax.checkpoint.manager import Checkpoints, SaveError
 from fsjax.config import ConfigError, ExperimentConfig
 from fsjax.config.faceswap_state import experiment_from_state, read_state
 from fsjax.interop import optimizer_state
-from fsjax.interop.keras_file import KerasFileError, KerasModel, read, read_optimizer
+from fsjax.interop.keras_file import KerasFileError, KerasModel, Weight, read, read_optimizer
 from fsjax.interop.optimizer_state import OptimizerImportError, keras_order
 from fsjax.models import MODELS, get_model_module
 from fsjax.optim.optimizers import make_optimizer
@@ -92,11 +92,15 @@ def _load(path: pathlib.Path) -> tuple[FaceswapModel, dict[str, Any], KerasModel
     except ConfigError as err:
         raise KerasFileError(f"{err} (Faceswap's state file beside the model gives its "
                              "options)") from None
-    keras = read(file)
     size = spec.input_size
     faces = [jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32)] * 2
     abstract = jax.eval_shape(spec.module.init, jax.random.key(0), *faces)
-    return FaceswapModel(config, spec), map_weights(keras, abstract), keras, state
+    keras = read(file)
+    try:
+        variables = map_weights(keras, abstract)
+    finally:
+        keras.close()
+    return FaceswapModel(config, spec), variables, keras, state
 
 
 def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +109,8 @@ def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
     Within a layer, Keras stores the variables in creation order (kernel, bias; gamma, beta,
     moving_mean, moving_variance); fsjax names them with Keras's names, so `KERAS_ORDER` pairs
     them. BatchNorm statistics go to fsjax's `batch_stats`. Every fsjax variable must be filled,
-    every Keras weight used, and every shape must agree."""
+    every Keras weight used, and every shape and dtype must agree: all of it is checked before a
+    single value is read, so what is read is what the model needs and no more."""
     slots: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
     for collection, tree in abstract.items():
         for sub, layers in tree.items():
@@ -113,7 +118,7 @@ def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
                 for name, leaf in leaves.items():
                     slots.setdefault((sub, layer), {})[name] = (collection, leaf)
     subs = sorted({sub for sub, _ in slots})
-    out: dict[str, Any] = {collection: {} for collection in abstract}
+    plan: list[tuple[str, str, str, str, Any, Any]] = []
     filled = set()
     for sub, layers in keras.weights.items():
         if sub not in subs:
@@ -133,18 +138,25 @@ def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
                                      f"fsjax's layer has {names}")
             for name, array in zip(names, arrays, strict=True):
                 collection, leaf = held[name]
+                where = f"{keras.path}: {sub}/{layer}/{name}"
+                stored = f" (dataset {array.where})" if isinstance(array, Weight) else ""
                 if tuple(array.shape) != tuple(leaf.shape):
-                    raise KerasFileError(
-                        f"{keras.path}: {sub}/{layer}/{name} has shape {tuple(array.shape)}; "
-                        f"fsjax's model needs {tuple(leaf.shape)}")
-                # Cast on the host: a device cast would compile once per weight shape.
-                out[collection].setdefault(sub, {}).setdefault(layer, {})[name] = jnp.asarray(
-                    np.asarray(array, leaf.dtype))
+                    raise KerasFileError(f"{where} has shape {tuple(array.shape)}; fsjax's "
+                                         f"model needs {tuple(leaf.shape)}{stored}")
+                if np.dtype(array.dtype).kind != "f" and np.dtype(array.dtype).name != "bfloat16":
+                    raise KerasFileError(f"{where} has dtype {array.dtype}; fsjax's model "
+                                         f"needs {np.dtype(leaf.dtype).name}{stored}")
+                plan.append((collection, sub, layer, name, leaf, array))
             filled.add((sub, layer))
     missing = [f"{sub}/{layer}" for sub, layer in slots if (sub, layer) not in filled]
     if missing:
         raise KerasFileError(f"{keras.path}: no weights for {', '.join(missing[:10])}"
                              f"{' ...' if len(missing) > 10 else ''}")
+    out: dict[str, Any] = {collection: {} for collection in abstract}
+    for collection, sub, layer, name, leaf, array in plan:
+        # Cast on the host: a device cast would compile once per weight shape.
+        out[collection].setdefault(sub, {}).setdefault(layer, {})[name] = jnp.asarray(
+            np.asarray(array, leaf.dtype))
     return out
 
 
