@@ -188,3 +188,35 @@ def test_a_model_folder_that_cannot_be_written_is_one_line_exit_1(faces, tmp_pat
     assert len(lines) == 1, err
     assert re.fullmatch(rf"error: {model_dir}: cannot create or lock the model folder: {reason}",
                         lines[0]), lines[0]
+
+
+def test_a_disk_that_fills_during_a_save_prints_only_the_message(faces, tmp_path):
+    """The run's files may not grow past 256 KiB (RLIMIT_FSIZE, with SIGXFSZ ignored, so a write
+    fails as on a full disk): the first checkpoint fails inside orbax's tensorstore writes.
+    What the user sees is one warning and one error line: no traceback from orbax's threads
+    and no "Event loop is closed" from the writes still in flight."""
+    script = ("import resource, runpy, signal, sys\n"
+              "if __name__ == '__main__':\n"
+              "    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 18, 1 << 18))\n"
+              "    sys.argv = ['fsjax.train', *sys.argv[1:]]\n"
+              "    runpy.run_module('fsjax.train', run_name='__main__')\n")
+    launcher = tmp_path / "limited.py"
+    launcher.write_text(script)
+    model_dir = tmp_path / "model"
+    done = subprocess.run(
+        [sys.executable, str(launcher), "--config", TINY, "--faces-a", str(faces[0]),
+         "--faces-b", str(faces[1]), "--model-dir", str(model_dir), "-b", "2", "-i", "3",
+         "-s", "2"], cwd=ROOT, env=dict(_env(), JAX_ENABLE_COMPILATION_CACHE="false"),
+        capture_output=True, text=True, timeout=600)  # the cache's entries would not fit
+    assert done.returncode == 1, done.stdout + done.stderr
+    err = [line for line in done.stderr.splitlines()
+           if not line.startswith("warning: side ")]
+    assert len(err) == 2, done.stderr
+    checkpoints = model_dir / "phaze_a_checkpoints"
+    assert err[0] == f"warning: removing a failed save: {checkpoints}/1.orbax-checkpoint-tmp"
+    assert err[1].startswith(f"error: {checkpoints}: the save of iteration 1 failed: ")
+    assert "File too large" in err[1] and err[1].endswith(
+        "The earlier saves are intact: free some space or make the folder writable, then run "
+        "the same command again to resume from the last save")
+    assert list(checkpoints.iterdir()) == []

@@ -13,11 +13,14 @@ one is complete, and an optimizer save whose model save is gone is removed with 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pathlib
 import re
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -43,14 +46,64 @@ def free_space(path: pathlib.Path) -> str:
     return "free space unknown"
 
 
-def remove_leftovers(folder: pathlib.Path, what: str) -> list[pathlib.Path]:
-    """Deletes the temporary directories of unfinished orbax saves in `folder`, warning that it
-    removes `what` ("an interrupted model save", ...)."""
+def remove_leftovers(folder: pathlib.Path, what: str, *, warn: bool = True
+                     ) -> list[pathlib.Path]:
+    """Deletes the temporary directories of unfinished orbax saves in `folder`, warning (unless
+    told not to) that it removes `what` ("an interrupted model save", ...)."""
     removed = [p for p in sorted(pathlib.Path(folder).glob("*")) if _TMP.search(p.name)]
     for path in removed:
-        print(f"warning: removing {what}: {path}", file=sys.stderr, flush=True)
+        if warn:
+            print(f"warning: removing {what}: {path}", file=sys.stderr, flush=True)
         shutil.rmtree(path, ignore_errors=True)
     return removed
+
+
+class _Held(logging.Filter):
+    """Holds back the records of orbax's ERROR logs while a save runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.records.append(record)
+            return False
+        return True
+
+
+def _late_loop_callback(unraisable: Any) -> bool:
+    """A write tensorstore finished after orbax closed the event loop of a failed save."""
+    return (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed")
+
+
+@contextlib.contextmanager
+def _one_message_on_failure() -> Iterator[None]:
+    """While a save runs and, if it fails, while its leftovers are cleaned up: orbax's threads
+    log the failure with tracebacks (once per thread), and writes still in flight end in an
+    unraisable "Event loop is closed". A failed save is reported once, by SaveError, so these
+    are dropped then; a save that succeeds gets its ERROR records logged as usual."""
+    logger = logging.getLogger("absl")
+    held = _Held()
+    logger.addFilter(held)
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not _late_loop_callback(unraisable):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    except BaseException:
+        held.records.clear()
+        raise
+    finally:
+        logger.removeFilter(held)
+        sys.unraisablehook = previous
+        for record in held.records:
+            logger.handle(record)
 
 
 class Checkpoints:
@@ -123,10 +176,14 @@ class Checkpoints:
     def _write(self, manager: ocp.CheckpointManager, folder: pathlib.Path, step: int,
                **items: Any) -> None:
         try:
-            manager.save(step, args=ocp.args.Composite(**items), force=True)
-            manager.wait_until_finished()
+            with _one_message_on_failure():
+                try:
+                    manager.save(step, args=ocp.args.Composite(**items), force=True)
+                    manager.wait_until_finished()
+                except Exception:
+                    _remove_failed(manager, folder)
+                    raise
         except Exception as err:  # orbax and tensorstore wrap OSErrors in their own types
-            _remove_failed(manager, folder)
             raise SaveError(
                 f"{folder}: the save of iteration {step} failed: {err} ({free_space(folder)}). "
                 "The earlier saves are intact: free some space or make the folder writable, then "
@@ -163,8 +220,8 @@ def _remove_failed(manager: ocp.CheckpointManager, folder: pathlib.Path) -> None
         manager.wait_until_finished()
     except Exception:  # noqa: BLE001 - the first error is the one reported
         pass
-    for _ in range(20):
-        if not remove_leftovers(folder, "a failed save"):
+    for attempt in range(20):
+        if not remove_leftovers(folder, "a failed save", warn=attempt == 0):
             break
         time.sleep(0.1)
 
