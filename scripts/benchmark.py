@@ -20,6 +20,7 @@ from fsjax.optim.optimizers import make_optimizer
 from fsjax.training import sharding
 from fsjax.training.inputs import sample_spec
 from fsjax.training.resume import resolve_layers
+from fsjax.training.runtime import Runtime
 from fsjax.training.step import init_state, make_init_fn, make_train_step
 
 
@@ -53,7 +54,8 @@ def time_step(config, batch_size: int, steps: int, log=print) -> tuple[float, fl
                                     jax.random.key(0)).params)
         frozen = resolve_layers(config.train.freeze_layers, names, "train.freeze_layers")
     state = init_state(model.module, tx, model.input_size, jax.random.key(0), repl, frozen)
-    step = make_train_step(model.module, tx, config.loss, mesh, model.input_size, frozen)
+    step = make_train_step(model.module, tx, config.loss, Runtime.on_mesh(mesh, state),
+                           model.input_size, frozen)
     spec = sample_spec(config, max((model.input_size,) + model.output_sizes))
     batch = sharding.to_global(fixed_batch(spec, batch_size), sharding.batch_sharded(mesh))
     key = jax.device_put(jax.random.key(1), repl)
@@ -78,7 +80,8 @@ def step_flops(config, batch_size: int) -> float:
     mesh = sharding.make_mesh(jax.devices()[:1])
     tx = make_optimizer(config.optimizer)
     state = jax.eval_shape(make_init_fn(model.module, tx, model.input_size), jax.random.key(0))
-    step = make_train_step(model.module, tx, config.loss, mesh, model.input_size)
+    step = make_train_step(model.module, tx, config.loss, Runtime.on_mesh(mesh, state),
+                           model.input_size)
     spec = sample_spec(config, max((model.input_size,) + model.output_sizes))
     batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
                          fixed_batch(spec, batch_size))

@@ -10,6 +10,7 @@ import pytest
 from fsjax.config import ExperimentConfig, ModelConfig
 from fsjax.models.original import build
 from fsjax.nn import blocks, initializers, normalization
+from fsjax.nn.precision import Policy
 
 RNG = np.random.default_rng(0)
 
@@ -107,6 +108,28 @@ def test_build_switches_change_initializers_where_faceswap_applies_them():
     dense = np.asarray(params["dense"]["kernel"])
     glorot = np.sqrt(6.0 / (dense.shape[0] + 64))
     assert dense.max() <= glorot and dense.std() > 0.9 * glorot / np.sqrt(3)
+
+
+def test_precision_policy_reaches_every_layer_of_the_blocks():
+    """`opts.policy` sets the blocks' compute dtype while parameters stay float32; the model
+    config's `dtype` reaches every sub-model together with the switches."""
+    bf16 = Policy.named("bfloat16")
+    spec = build(ExperimentConfig(model=ModelConfig(dtype="bfloat16", reflect_padding=True)))
+    for sub in (spec.module.encoder, spec.module.decoder_a, spec.module.decoder_b):
+        assert sub.opts == initializers.BlockOptions(reflect_padding=True, policy=bf16)
+    opts = initializers.BlockOptions(policy=bf16)
+    x = jnp.asarray(RNG.normal(size=(1, 8, 8, 4)), jnp.bfloat16)  # as inside a bfloat16 model
+    cases = [(blocks.conv2d_block, dict(filters=4, normalization="batch", activation="prelu")),
+             (blocks.upscale2x_block, dict(filters=4, upscale_name="u")),
+             (blocks.upscale_resize_images_block, dict(filters=4)),
+             (blocks.residual_block, dict(filters=4)), (blocks.dense, dict(features=4)),
+             (blocks.separable_conv2d_block, dict(filters=4)),
+             (blocks.conv2d_output, dict(filters=3, kernel_size=5))]
+    for fn, kwargs in cases:
+        variables, y = _init_apply(fn, x, name="b", opts=opts, **kwargs)
+        want = jnp.float32 if fn is blocks.conv2d_output else jnp.bfloat16  # sigmoid in float32
+        assert y.dtype == want, fn.__name__
+        assert {v.dtype for v in jax.tree.leaves(variables)} == {jnp.dtype(jnp.float32)}
 
 
 def test_residual_second_conv_starts_small():

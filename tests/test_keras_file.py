@@ -269,7 +269,7 @@ def test_weights_of_the_wrong_shape_are_refused_before_any_is_read(faceswap_dir,
             _store_declaring(sub, name, (16384, 32768), rng)
     assert target.stat().st_size < 40 * 2**20
     script = ("import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
-              "from fsjax.tools.import_keras import load, KerasFileError\n"
+              "from fsjax.interop.keras_import import load, KerasFileError\n"
               "try:\n    load(sys.argv[1])\nexcept KerasFileError as err:\n    print(err)\n")
     done = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True,
                           text=True, timeout=300)
@@ -281,7 +281,7 @@ def test_weights_of_the_wrong_shape_are_refused_before_any_is_read(faceswap_dir,
 
 
 def test_a_weight_of_another_dtype_is_refused_naming_both(faceswap_dir, tmp_path):
-    from fsjax.tools.import_keras import load
+    from fsjax.interop.keras_import import load
 
     folder = tmp_path / "faceswap"
     shutil.copytree(faceswap_dir / "legacy_h5/dfl_sae_liae", folder,

@@ -12,8 +12,8 @@ import pytest
 
 from fsjax.config.faceswap_state import experiment_from_folder, experiment_from_state
 from fsjax.interop import keras_graph
+from fsjax.interop.keras_export import layer_paths
 from fsjax.models import get_model_module
-from fsjax.tools.export_keras import layer_paths
 
 VARIANTS = ["original", "original_lowmem", "original_learn_mask", "lightweight", "iae",
             "dfaker_128", "dfaker_256", "dfl_h128", "dfl_h128_lowmem", "dfl_sae_df",

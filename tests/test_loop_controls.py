@@ -101,3 +101,38 @@ def test_nan_protection_stops_before_anything_is_saved(tmp_path, faces, tiny_loo
     off = dataclasses.replace(config, train=dataclasses.replace(config.train,
                                                                 nan_protection=False))
     assert int(loop.train_and_evaluate(off).step) == 10
+
+
+def test_status_every_prints_every_nth_iteration_and_still_judges_each(tmp_path, faces,
+                                                                        tiny_loop, capsys,
+                                                                        monkeypatch):
+    config = loop_config(tmp_path / "model", faces, iterations=9, save_interval=50,
+                         status_every=3)
+    loop.train_and_evaluate(config)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "Loss A:" in line]
+    # Iteration 1 (read before its save), then every third, then the last before the exit save.
+    assert [line.split("total ")[1][:5] for line in lines] == ["00001", "00004", "00007",
+                                                                 "00009"]
+    # NaN protection still looks at every iteration: the poisoned third is caught, though no
+    # status line is printed for it, and before anything after it is saved.
+    monkeypatch.setattr(loop, "make_train_step", _poisoning(at_call=3))
+    model_dir = tmp_path / "poisoned"
+    config = loop_config(model_dir, faces, iterations=10, save_interval=5, status_every=4)
+    with pytest.raises(FloatingPointError, match="iteration 3: NaN protection"):
+        loop.train_and_evaluate(config)
+    assert sorted(p.name for p in (model_dir / "original_checkpoints").iterdir()) == ["1"]
+
+
+def test_a_process_that_is_not_the_primary_one_writes_only_its_share_of_the_saves(
+        tmp_path, faces, tiny_loop, capsys, monkeypatch):
+    create = loop.Runtime.create
+    monkeypatch.setattr(loop.Runtime, "create", lambda config: dataclasses.replace(
+        create(config), is_primary=False))
+    model_dir = tmp_path / "model"
+    config = loop_config(model_dir, faces, iterations=3, no_logs=False, write_image=True)
+    assert int(loop.train_and_evaluate(config).step) == 3
+    printed = capsys.readouterr()
+    assert printed.out == printed.err == ""  # no status lines, no warnings about the folders
+    # The checkpoints are collective (orbax); the lock, state file, config, preview and logs are
+    # the primary process's.
+    assert {p.name for p in model_dir.iterdir()} == {"original_checkpoints", "original_optimizer"}

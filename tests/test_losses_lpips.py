@@ -1,114 +1,28 @@
-"""LPIPS losses and the restricted `.pth` reader, on synthetic weight files written here.
+"""LPIPS losses on synthetic weight files written here.
 
 No real weights exist offline, so each test net has torchvision's layer layout with a few
-channels, saved in torch's own formats (the zip archive and the pre-1.6 stream) by a small
-pickle writer below that emits protocol-2 opcodes by hand, as torch's files spell them. The
+channels, saved in torch's own formats (the zip archive and the pre-1.6 stream) by
+`torch_save.write_pth`, which emits protocol-2 opcodes by hand, as torch's files spell them. The
 JAX network is checked against an independent numpy (NCHW, float64) re-implementation that follows
 torchvision's layer lists and Faceswap's steps, not fsjax's tables.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import io
-import pickle
-import struct
-import zipfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from torch_save import _global, _int, _ints, _str
+from torch_save import write_pth
 
 import fsjax.losses as fl
 from fsjax.config import ConfigError, LossConfig
-from fsjax.losses import lpips, masking, registry, torch_file
+from fsjax.interop import torch_file
+from fsjax.losses import lpips, masking, registry
 
 SIMPLE_TOL = 1e-5
-
-# --- a tiny torch-format writer ------------------------------------------------------------
-
-
-_tuple = _ints
-
-
-_ORDERED_DICT = _global("collections", "OrderedDict") + b")R"
-
-
-@dataclasses.dataclass
-class _Entry:
-    """One tensor as torch pickles it: a storage key, an offset and a size/stride view."""
-
-    storage: str
-    offset: int
-    shape: tuple
-    stride: tuple
-
-
-def _layout(tensors: dict[str, np.ndarray], dtype=np.float32):
-    """One storage per tensor; 2-d tensors are stored transposed (column-major strides) and
-    the first tensor sits 3 elements into its storage, as views can."""
-    entries, storages = {}, {}
-    for i, (name, value) in enumerate(tensors.items()):
-        value = np.asarray(value, np.float32).astype(dtype)
-        key = str(i)
-        if value.ndim == 2:
-            storages[key] = value.T.ravel()
-            entries[name] = _Entry(key, 0, value.shape, (1, value.shape[0]))
-        else:
-            pad = 3 if i == 0 else 0
-            storages[key] = np.concatenate([np.full(pad, 7.0, dtype), value.ravel()])
-            strides = np.cumprod((1,) + value.shape[:0:-1])[::-1] if value.ndim else ()
-            entries[name] = _Entry(key, pad, value.shape, tuple(int(s) for s in strides))
-    return entries, storages
-
-
-_STORAGE = {np.dtype(np.float32): "FloatStorage", np.dtype(np.float16): "HalfStorage",
-            np.dtype(jnp.bfloat16): "BFloat16Storage"}
-
-
-def _state_pickle(entries: dict[str, _Entry], sizes: dict[str, int], legacy: bool,
-                  dtype=np.float32) -> bytes:
-    """OrderedDict of `_rebuild_tensor_v2` calls, then torch's `_metadata` attribute (BUILD)."""
-    out = b"\x80\x02" + _ORDERED_DICT + b"("
-    for name, entry in entries.items():
-        pid = (b"(" + _str("storage") + _global("torch", _STORAGE[np.dtype(dtype)])
-               + _str(entry.storage)
-               + _str("cpu") + _int(sizes[entry.storage]) + (b"N" if legacy else b"") + b"tQ")
-        out += _str(name) + _global("torch._utils", "_rebuild_tensor_v2") + b"(" + pid
-        out += _int(entry.offset) + _tuple(entry.shape) + _tuple(entry.stride)
-        out += b"\x89" + _ORDERED_DICT + b"tR"
-    metadata = b"}" + _str("_metadata") + _ORDERED_DICT + b"s"
-    return out + b"u" + metadata + b"b."
-
-
-def write_pth(path, tensors: dict[str, np.ndarray], *, legacy: bool = False,
-              state: bytes | None = None, dtype=np.float32) -> None:
-    """Save `tensors` as torch.save would; `state` replaces the object pickle (bad files)."""
-    entries, storages = _layout(tensors, dtype)
-    sizes = {k: v.size for k, v in storages.items()}
-    state = _state_pickle(entries, sizes, legacy, dtype) if state is None else state
-    if not legacy:
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
-            archive.writestr("archive/data.pkl", state)
-            archive.writestr("archive/byteorder", "little")
-            for key, data in storages.items():
-                archive.writestr(f"archive/data/{key}", data.tobytes())  # little-endian host
-            archive.writestr("archive/version", "3\n")
-        return
-    out = io.BytesIO()
-    for header in (torch_file._LEGACY_MAGIC, torch_file._LEGACY_PROTOCOL,
-                   {"protocol_version": 1001, "little_endian": True,
-                    "type_sizes": {"short": 2, "int": 4, "long": 8}}):
-        out.write(pickle.dumps(header, protocol=2))
-    out.write(state)
-    out.write(pickle.dumps(list(storages), protocol=2))
-    for data in storages.values():
-        out.write(struct.pack("<q", data.size) + data.tobytes())
-    path.write_bytes(out.getvalue())
-
 
 # --- synthetic nets, laid out as torchvision's `features` ------------------------------------
 
@@ -365,83 +279,6 @@ def test_crop_and_scale_are_checked(weights, images):
     assert _rel(ours, no_crop) > 1e-2
     ref = np_lpips(tensors, linear, *images, "alex")
     assert _rel(ours, 10 * ref) > 0.5
-
-
-# --- (b) the restricted reader ---------------------------------------------------------------
-
-
-def _attack(module: str, name: str, marker) -> bytes:
-    return (b"\x80\x02" + _global(module, name) + b"(" + _str(f"touch {marker}") + b"tR.")
-
-
-@pytest.mark.parametrize("legacy", [False, True])
-@pytest.mark.parametrize("module,name", [("os", "system"), ("posix", "system"),
-                                         ("builtins", "eval"), ("torch", "load"),
-                                         ("collections", "defaultdict")])
-def test_reader_refuses_other_globals(tmp_path, module, name, legacy):
-    marker = tmp_path / "ran"
-    path = tmp_path / "evil.pth"
-    write_pth(path, {"w": np.ones(2)}, legacy=legacy, state=_attack(module, name, marker))
-    with pytest.raises(torch_file.TorchFileError) as err:
-        torch_file.read_state_dict(path)
-    assert f"{module}.{name}" in str(err.value) and str(path) in str(err.value)
-    assert not marker.exists()
-
-
-def test_reader_refuses_global_inside_header(tmp_path):
-    marker = tmp_path / "ran"
-    path = tmp_path / "evil.pth"
-    path.write_bytes(_attack("os", "system", marker))
-    with pytest.raises(torch_file.TorchFileError, match="os.system"):
-        torch_file.read_state_dict(path)
-    assert not marker.exists()
-
-
-@pytest.mark.parametrize("legacy", [False, True])
-def test_reader_layouts(tmp_path, legacy):
-    """Offsets, column-major strides, 0-d tensors and selective reads come out right."""
-    rng = np.random.default_rng(3)
-    tensors = {"a": rng.normal(size=(2, 3, 4)), "b": rng.normal(size=(5, 3)),
-               "c": np.array(2.5), "d": rng.normal(size=(4,))}
-    path = tmp_path / "t.pth"
-    write_pth(path, tensors, legacy=legacy)
-    out = torch_file.read_state_dict(path)
-    assert list(out) == list(tensors)
-    for key, value in tensors.items():
-        assert out[key].dtype == np.float32 and out[key].flags.c_contiguous
-        np.testing.assert_array_equal(out[key], value.astype(np.float32))
-    assert list(torch_file.read_state_dict(path, ["d", "b"])) == ["d", "b"]
-    with pytest.raises(torch_file.TorchFileError, match="lacks the tensors e"):
-        torch_file.read_state_dict(path, ["e"])
-
-
-@pytest.mark.parametrize("dtype", [np.float16, jnp.bfloat16])
-def test_reader_half_storages(tmp_path, dtype):
-    value = np.random.default_rng(6).normal(size=(3, 2, 2)).astype(dtype)
-    path = tmp_path / "h.pth"
-    write_pth(path, {"w": value}, dtype=dtype)
-    out = torch_file.read_state_dict(path)["w"]
-    assert out.dtype == np.dtype(dtype)
-    np.testing.assert_array_equal(out.astype(np.float32), value.astype(np.float32))
-
-
-def test_reader_limits(tmp_path):
-    path = tmp_path / "t.pth"
-    write_pth(path, {"a": np.ones((3, 3))})
-    with pytest.raises(torch_file.TorchFileError, match="limit"):
-        torch_file.read_state_dict(path, max_file_bytes=100)
-    with pytest.raises(torch_file.TorchFileError, match="pickle"):
-        torch_file.read_state_dict(path, max_pickle_bytes=20)
-    # A view that runs past its storage is refused, not read out of bounds.
-    entries, storages = _layout({"a": np.ones(4)})
-    entries["a"].shape = (400,)
-    bad = _state_pickle(entries, {k: v.size for k, v in storages.items()}, legacy=False)
-    write_pth(path, {"a": np.ones(4)}, state=bad)
-    with pytest.raises(torch_file.TorchFileError, match="elements than storage"):
-        torch_file.read_state_dict(path)
-    path.write_bytes(b"not a torch file")
-    with pytest.raises(torch_file.TorchFileError, match="neither a zip"):
-        torch_file.read_state_dict(path)
 
 
 def test_wrong_network_is_refused(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 from fsjax.config import ConfigError
 from fsjax.config.faceswap_state import GLOBAL_CHOICES, experiment_from_state
 from fsjax.config.plugins import PLUGIN_CHOICES
+from fsjax.interop import keras_import
 from fsjax.interop.keras_file import read
 from fsjax.tools import export_keras, import_keras
 
@@ -132,7 +133,7 @@ def test_a_faceswap_2_phaze_a_with_null_options_imports_runs_and_exports_faceswa
         faceswap_dir, tmp_path):
     source = faceswap_dir / PHAZE
     folder = _faceswap2_folder(source, tmp_path / "faceswap2")
-    model, variables = import_keras.load(folder)
+    model, variables = keras_import.load(folder)
     phaze = model.config.model.phaze_a
     assert (phaze.shared_fc, phaze.bottleneck_norm, phaze.dec_norm) == ("none",) * 3
     forward = np.load(source / "forward.npz")

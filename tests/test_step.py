@@ -18,6 +18,7 @@ from fsjax.nn import blocks
 from fsjax.optim.optimizers import make_optimizer
 from fsjax.training import sharding
 from fsjax.training.inputs import sample_spec
+from fsjax.training.runtime import Runtime
 from fsjax.training.step import make_init_fn, make_train_step
 
 BATCH = 8  # per side: divisible by the 8 virtual devices
@@ -48,7 +49,7 @@ def _run(setup, devices, steps, model=None, host_state=None):
     host_state = state32 if host_state is None else host_state
     mesh = sharding.make_mesh(devices)
     state = jax.device_put(host_state, sharding.replicated(mesh))
-    step = make_train_step(model.module, tx, config.loss, mesh)
+    step = make_train_step(model.module, tx, config.loss, Runtime.on_mesh(mesh, state))
     key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
     global_batch = sharding.to_global(batch, sharding.batch_sharded(mesh))
     losses = []
@@ -109,7 +110,7 @@ def test_state_is_donated(setup):
     config, model, tx, batch, host_state = setup
     mesh = sharding.make_mesh(jax.devices()[:1])
     state = jax.device_put(host_state, sharding.replicated(mesh))
-    step = make_train_step(model.module, tx, config.loss, mesh)
+    step = make_train_step(model.module, tx, config.loss, Runtime.on_mesh(mesh, state))
     key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
     old_kernel = state.params["encoder"]["dense"]["kernel"]
     step(state, sharding.to_global(batch, sharding.batch_sharded(mesh)), key)
@@ -155,7 +156,7 @@ def test_input_is_area_resized_to_the_model_input_size():
     mesh = sharding.make_mesh(jax.devices()[:1])
     init = make_init_fn(module, tx, 32)
     state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
-    step = make_train_step(module, tx, cfg, mesh, input_size=32)
+    step = make_train_step(module, tx, cfg, Runtime.on_mesh(mesh, state), input_size=32)
     faces = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8)
     batch = {s: {"input": faces, "target": faces} for s in "ab"}
     key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
@@ -193,7 +194,7 @@ def test_train_step_updates_batch_stats_and_draws_dropout_per_step():
         jax.random.key(0))
     stats0 = state.model_state["batch_stats"]["branch"]["conv_batchnorm"]
     np.testing.assert_array_equal(stats0["moving_mean"], 0.0)
-    step = make_train_step(module, tx, cfg, mesh)
+    step = make_train_step(module, tx, cfg, Runtime.on_mesh(mesh, state))
     faces = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), np.uint8)
     batch = sharding.to_global({s: {"input": faces, "target": faces} for s in "ab"},
                                sharding.batch_sharded(mesh))
@@ -207,3 +208,24 @@ def test_train_step_updates_batch_stats_and_draws_dropout_per_step():
     out1 = predict(state.variables(), faces / 255.0, faces / 255.0)
     out2 = predict(state.variables(), faces / 255.0, faces / 255.0)
     np.testing.assert_array_equal(out1["a"]["faces"][0], out2["a"]["faces"][0])
+
+
+def test_the_step_reports_whether_its_metrics_are_finite():
+    """NaN protection reads this flag with the other metrics, so judging a step costs no sync."""
+    from fsjax.config import LossConfig
+
+    module, tx = TinyAutoencoder(), optax.sgd(0.1)
+    cfg = LossConfig(loss_function="mae", loss_function_2="none", penalized_mask_loss=False)
+    mesh = sharding.make_mesh(jax.devices()[:1])
+    init = make_init_fn(module, tx, 64)
+    state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
+    step = make_train_step(module, tx, cfg, Runtime.on_mesh(mesh, state))
+    faces = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8)
+    batch = sharding.to_global({s: {"input": faces, "target": faces} for s in "ab"},
+                               sharding.batch_sharded(mesh))
+    key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
+    state, metrics = step(state, batch, key)
+    assert metrics["finite"].dtype == jnp.bool_ and bool(metrics["finite"])
+    poisoned = state.replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))
+    _, metrics = step(poisoned, batch, key)
+    assert not bool(metrics["finite"]) and np.isnan(float(metrics["total"]))

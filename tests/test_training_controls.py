@@ -28,6 +28,7 @@ from fsjax.config import (
 from fsjax.data.faces import load_sample, scan_folder
 from fsjax.optim.optimizers import current_learning_rate, make_optimizer, optimizer_steps
 from fsjax.training import inputs, loop, lr_finder, resume, sharding
+from fsjax.training.runtime import Runtime
 from fsjax.training.step import init_state, make_init_fn, make_train_step
 
 BATCH = 2
@@ -79,7 +80,8 @@ def test_two_stage_init_equals_the_single_program():
 
 
 def _steps(state, tx, mesh, batch, n, frozen=()):
-    step = make_train_step(TinyAutoencoder(), tx, ExperimentConfig().loss, mesh, 64, frozen)
+    step = make_train_step(TinyAutoencoder(), tx, ExperimentConfig().loss,
+                           Runtime.on_mesh(mesh, state), 64, frozen)
     key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
     global_batch = sharding.to_global(batch, sharding.batch_sharded(mesh))
     metrics = None
@@ -223,7 +225,7 @@ def test_accumulated_gradients_reach_the_large_batch_result(data_dir):
                                                 gradient_accumulation=accumulation))
             state = init_state(module, tx, 64, jax.random.key(0), repl)
             initial = jax.device_get(state.params)
-            step = make_train_step(module, tx, loss, mesh, 64)
+            step = make_train_step(module, tx, loss, Runtime.on_mesh(mesh, state), 64)
             key = jax.device_put(jax.random.key(1), repl)
             for b in batches:
                 state, _ = step(state, sharding.to_global(b, split), key)
@@ -294,7 +296,9 @@ def test_finder_on_tiny_model_finds_a_rate_plots_and_restores_bit_exactly(tmp_pa
     tx = make_optimizer(config, schedule)
     state = _state(tx, mesh)
     before = jax.device_get(state)
-    step = make_train_step(TinyAutoencoder(), tx, ExperimentConfig().loss, mesh, 64)
+    placed = [leaf.sharding for leaf in jax.tree.leaves(state)]
+    step = make_train_step(TinyAutoencoder(), tx, ExperimentConfig().loss,
+                           Runtime.on_mesh(mesh, state), 64)
     global_batch = sharding.to_global(batch, sharding.batch_sharded(mesh))
     key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
     rate, record, initial = lr_finder.find_learning_rate(
@@ -306,8 +310,25 @@ def test_finder_on_tiny_model_finds_a_rate_plots_and_restores_bit_exactly(tmp_pa
                                rtol=1e-6)  # the rate recorded is the one the next step uses
     for ours, theirs in zip(jax.tree.leaves(initial), jax.tree.leaves(before), strict=True):
         np.testing.assert_array_equal(ours, theirs)
+    # The starting state came back where it was, never through the host.
+    assert [leaf.sharding for leaf in jax.tree.leaves(initial)] == placed
+    assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(initial))
     png = lr_finder.plot_sweep(record, tmp_path)
     assert png.name.startswith("learning_rate_finder_") and cv2.imread(str(png)).shape[2] == 3
+
+
+def test_the_finder_copies_a_sharded_state_on_its_devices():
+    mesh = sharding.make_mesh()  # eight devices
+    state = init_state(TinyAutoencoder(), make_optimizer(OptimizerConfig()), 64,
+                       jax.random.key(0), sharding.replicated(mesh))
+    before = jax.device_get(state.params)
+    copy = lr_finder.copy_on_device(state)
+    for ours, theirs in zip(jax.tree.leaves(copy), jax.tree.leaves(state), strict=True):
+        assert ours.sharding == theirs.sharding and len(ours.sharding.device_set) == 8
+        np.testing.assert_array_equal(ours, theirs)
+    jax.tree.map(lambda x: x.delete(), state)  # as a donating step does: the copy lives on
+    assert not any(leaf.is_deleted() for leaf in jax.tree.leaves(copy))
+    assert float(jax.tree.leaves(copy.params)[0].sum()) == float(jax.tree.leaves(before)[0].sum())
 
 
 def test_load_weights_checks_every_shape(tmp_path, mesh):

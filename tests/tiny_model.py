@@ -6,32 +6,29 @@ import jax.numpy as jnp
 
 from fsjax.models.common import ModelSpec
 from fsjax.nn import blocks
+from fsjax.nn.precision import Policy
 
 
 class _TinyEncoder(nn.Module):
-    dtype: object
-    param_dtype: object
+    opts: blocks.BlockOptions
 
     @nn.compact
     def __call__(self, x):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         for f in (8, 16, 32, 32):  # 64 -> 4 px; the conv on 8x8 takes the space-to-depth path
-            x = blocks.conv2d_block(x, f, name=f"conv_{f}_{x.shape[1]}", **kw)
-        x = blocks.dense(x.reshape(x.shape[0], -1), 64, name="dense", **kw)
-        x = blocks.dense(x, 4 * 4 * 32, name="dense_1", **kw).reshape(-1, 4, 4, 32)
-        return blocks.upscale_block(x, 16, name="upscale", **kw)
+            x = blocks.conv2d_block(x, f, name=f"conv_{f}_{x.shape[1]}", opts=self.opts)
+        x = blocks.dense(x.reshape(x.shape[0], -1), 64, name="dense", opts=self.opts)
+        x = blocks.dense(x, 4 * 4 * 32, name="dense_1", opts=self.opts).reshape(-1, 4, 4, 32)
+        return blocks.upscale_block(x, 16, name="upscale", opts=self.opts)
 
 
 class _TinyDecoder(nn.Module):
-    dtype: object
-    param_dtype: object
+    opts: blocks.BlockOptions
 
     @nn.compact
     def __call__(self, x):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         for f in (16, 8, 8):
-            x = blocks.upscale_block(x, f, name=f"upscale_{f}_{x.shape[1]}", **kw)
-        return {"faces": (blocks.conv2d_output(x, 3, 5, name="face_out", **kw),)}
+            x = blocks.upscale_block(x, f, name=f"upscale_{f}_{x.shape[1]}", opts=self.opts)
+        return {"faces": (blocks.conv2d_output(x, 3, 5, name="face_out", opts=self.opts),)}
 
 
 class TinyAutoencoder(nn.Module):
@@ -40,10 +37,10 @@ class TinyAutoencoder(nn.Module):
     dtype: object = jnp.float32
     param_dtype: object = jnp.float32
 
-    def setup(self):
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        self.encoder = _TinyEncoder(**kw)
-        self.decoder_a, self.decoder_b = _TinyDecoder(**kw), _TinyDecoder(**kw)
+    def setup(self):  # any dtypes, float64 included (the step tests' gradient checks)
+        opts = blocks.BlockOptions(policy=Policy(self.dtype, self.param_dtype))
+        self.encoder = _TinyEncoder(opts)
+        self.decoder_a, self.decoder_b = _TinyDecoder(opts), _TinyDecoder(opts)
 
     def __call__(self, face_a, face_b):
         return {"a": self.decoder_a(self.encoder(face_a)),

@@ -40,3 +40,23 @@ class ModelLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def take_folder(model_dir: pathlib.Path) -> ModelLock:
+    """Creates and locks the model folder and checks that files can be written in it, so that a
+    folder that cannot hold the saves stops the run before anything is built."""
+    try:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        lock = ModelLock(model_dir)
+    except OSError as err:
+        raise ModelFolderError(f"{model_dir}: cannot create or lock the model folder: "
+                               f"{err.strerror or err}") from None
+    probe = model_dir / f".fsjax-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        lock.release()
+        raise ModelFolderError(f"{model_dir}: cannot write in the model folder: "
+                               f"{err.strerror or err}") from None
+    return lock

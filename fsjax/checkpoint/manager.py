@@ -20,20 +20,33 @@ import re
 import shutil
 import sys
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import jax
 import orbax.checkpoint as ocp
 
 from fsjax.checkpoint.state_file import ModelFolderError
-from fsjax.training.state import TrainState
 
 _TMP = re.compile(r"\.orbax-checkpoint-tmp")
 
 
 class SaveError(ModelFolderError):
     """A save could not be written (disk full, unwritable folder); earlier saves are intact."""
+
+
+class SavedState(Protocol):
+    """What a save holds: the training state's four parts (`fsjax.training.state.TrainState`)."""
+
+    step: Any
+    params: Any
+    opt_state: Any
+    model_state: Any
+
+
+Placement = jax.sharding.Sharding | Callable[[Any], jax.sharding.Sharding]
+"""Where restored arrays go: one sharding for all, or a rule from a leaf (with `.shape` and
+`.dtype`) to its sharding, such as `Runtime.leaf_sharding`."""
 
 
 def free_space(path: pathlib.Path) -> str:
@@ -79,11 +92,12 @@ def _late_loop_callback(unraisable: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _one_message_on_failure() -> Iterator[None]:
-    """While a save runs and, if it fails, while its leftovers are cleaned up: orbax's threads
-    log the failure with tracebacks (once per thread), and writes still in flight end in an
-    unraisable "Event loop is closed". A failed save is reported once, by SaveError, so these
-    are dropped then; a save that succeeds gets its ERROR records logged as usual."""
+def _one_message_on_failure(undo_later: list[Callable[[], None]]) -> Iterator[None]:
+    """While a save runs and, if it fails, until the manager closes: orbax's threads log the
+    failure with tracebacks (once per thread, some late on a loaded machine), and writes still
+    in flight end in an unraisable "Event loop is closed". A failed save is reported once, by
+    SaveError, so these are dropped then (the filter is undone by `Checkpoints.close`, through
+    `undo_later`); a save that succeeds gets its ERROR records logged as usual."""
     logger = logging.getLogger("absl")
     held = _Held()
     logger.addFilter(held)
@@ -93,31 +107,37 @@ def _one_message_on_failure() -> Iterator[None]:
         if not _late_loop_callback(unraisable):
             previous(unraisable)
 
+    def undo() -> None:
+        logger.removeFilter(held)
+        if sys.unraisablehook is hook:
+            sys.unraisablehook = previous
+
     sys.unraisablehook = hook
     try:
         yield
     except BaseException:
-        held.records.clear()
+        undo_later.append(undo)
         raise
-    finally:
-        logger.removeFilter(held)
-        sys.unraisablehook = previous
-        for record in held.records:
-            logger.handle(record)
+    undo()
+    for record in held.records:
+        logger.handle(record)
 
 
 class Checkpoints:
     """Saves and restores `(TrainState, data iterator state)` pairs in a model folder."""
 
     def __init__(self, model_dir: pathlib.Path, name: str, *, max_to_keep: int = 1,
-                 writable: bool = True) -> None:
-        """`writable` is for the run that holds the folder's lock: it removes the leftovers of
-        interrupted saves, with a warning. A reader (`--load-weights`) touches nothing, since
-        another run may be saving there."""
+                 writable: bool = True, primary: bool = True) -> None:
+        """`writable` is for the run that holds the folder's lock: its primary process removes
+        the leftovers of interrupted saves (with a warning) and unused optimizer saves; every
+        process of it takes part in the saves. A reader (`--load-weights`) touches nothing,
+        since another run may be saving there."""
         model_dir = pathlib.Path(model_dir).absolute()
         self.directory = model_dir / f"{name}_checkpoints"
         self.optimizer_directory = model_dir / f"{name}_optimizer"
-        if writable:
+        self._cleans = writable and primary
+        self._undo_on_close: list[Callable[[], None]] = []
+        if self._cleans:
             for folder, what in ((self.directory, "model"),
                                  (self.optimizer_directory, "optimizer")):
                 # before orbax's own, silent, clean-up
@@ -134,8 +154,7 @@ class Checkpoints:
         self._optimizer = ocp.CheckpointManager(
             self.optimizer_directory, options=_options(None, writable),
             item_handlers={"opt_state": ocp.StandardCheckpointHandler()})
-        if writable:
-            self._drop_unused_optimizers()
+        self._drop_unused_optimizers()
 
     def latest_step(self) -> int | None:
         return self._model.latest_step()
@@ -150,7 +169,7 @@ class Checkpoints:
             dirs.append(self.optimizer_directory / str(step))
         return dirs
 
-    def save(self, state: TrainState, data_iter_state: dict[str, Any], *,
+    def save(self, state: SavedState, data_iter_state: dict[str, Any], *,
              with_optimizer: bool = True) -> None:
         """Saves the state's step; when that step is already saved, only adds the optimizer state
         if it is asked for and missing. Raises SaveError, leaving earlier saves intact."""
@@ -168,6 +187,8 @@ class Checkpoints:
     def _drop_unused_optimizers(self) -> None:
         """Deletes the optimizer saves of steps whose model save is gone (pruned, or never
         committed because a run was killed between the two writes): nothing can resume them."""
+        if not self._cleans:
+            return
         kept = set(self._model.all_steps())
         for step in self._optimizer.all_steps():
             if step not in kept:
@@ -176,7 +197,7 @@ class Checkpoints:
     def _write(self, manager: ocp.CheckpointManager, folder: pathlib.Path, step: int,
                **items: Any) -> None:
         try:
-            with _one_message_on_failure():
+            with _one_message_on_failure(self._undo_on_close):
                 try:
                     manager.save(step, args=ocp.args.Composite(**items), force=True)
                     manager.wait_until_finished()
@@ -190,10 +211,10 @@ class Checkpoints:
                 "run the same command again to resume from the last save"
             ) from err
 
-    def restore(self, sharding: jax.sharding.Sharding, step: int | None = None,
+    def restore(self, sharding: Placement, step: int | None = None,
                 ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Restores a save (default the newest complete one) as saved: nested dicts and lists of
-        arrays placed with `sharding`, whatever optimizer layout wrote them, with the optimizer
+        arrays placed by `sharding`, whatever optimizer layout wrote them, with the optimizer
         state of the same step if it was saved. `graft` fits it onto the state this run builds."""
         step = self._model.latest_step() if step is None else step
         if step is None:
@@ -209,8 +230,14 @@ class Checkpoints:
         return state, restored["data_iter"]
 
     def close(self) -> None:
-        self._model.close()
-        self._optimizer.close()
+        for manager in (self._model, self._optimizer):
+            try:
+                manager.close()
+            except Exception:  # noqa: BLE001 - a failed save was already reported
+                if not self._undo_on_close:
+                    raise
+        while self._undo_on_close:
+            self._undo_on_close.pop()()
 
 
 def _remove_failed(manager: ocp.CheckpointManager, folder: pathlib.Path) -> None:
@@ -232,9 +259,13 @@ def _options(max_to_keep: int | None, writable: bool) -> ocp.CheckpointManagerOp
                                         cleanup_tmp_directories=writable)
 
 
-def _abstract(manager: ocp.CheckpointManager, step: int, item: str,
-              sharding: jax.sharding.Sharding) -> Any:
+def _abstract(manager: ocp.CheckpointManager, step: int, item: str, sharding: Placement) -> Any:
     metadata = manager.item_metadata(step)[item]
     tree = getattr(metadata, "tree", metadata)
-    return jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype, sharding=sharding), tree)
+    rule = (lambda _: sharding) if isinstance(sharding, jax.sharding.Sharding) else sharding
+
+    def leaf(m: Any) -> jax.ShapeDtypeStruct:
+        shape = jax.ShapeDtypeStruct(tuple(m.shape), m.dtype)
+        return jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=rule(shape))
+
+    return jax.tree.map(leaf, tree)

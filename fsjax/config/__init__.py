@@ -14,7 +14,9 @@ import pathlib
 from typing import Literal
 
 from fsjax.config.checks import ConfigError, _check_choice, _check_range  # noqa: F401
+from fsjax.config.lpips_files import config_problem
 from fsjax.config.plugins import (  # noqa: F401  (re-exported)
+    MODEL_PLUGINS,
     PHAZE_A_PRETRAINED_ENCODERS,
     PHAZE_A_UPSCALERS,
     DfakerConfig,
@@ -26,6 +28,8 @@ from fsjax.config.plugins import (  # noqa: F401  (re-exported)
 )
 
 CENTERINGS = ("face", "head", "legacy")
+DTYPES = ("float32", "bfloat16", "float16")
+"""`model.dtype`: the precision policies (`fsjax.nn.precision`)."""
 # Landmark masks are drawn by fsjax; the others are neural-network masks stored in the PNG header.
 MASK_TYPES = ("none", "bisenet-fp_face", "bisenet-fp_head", "components", "custom_face",
               "custom_head", "extended", "unet-dfl", "vgg-clear", "vgg-obstructed")
@@ -74,9 +78,8 @@ class ModelConfig:
     """Pad convolutions by reflecting the image instead of with zeros (fewer edge artefacts)."""
 
     def __post_init__(self) -> None:
-        from fsjax.models import MODELS  # local: models import jax, config must not
-
-        _check_choice("model.name", self.name, tuple(MODELS))
+        _check_choice("model.name", self.name, MODEL_PLUGINS)
+        _check_choice("model.dtype", self.dtype, DTYPES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,8 +231,6 @@ class LossConfig:
                 "choose extended or components, or turn both off"
             )
         if any(name.startswith("lpips_") for name in self.functions):
-            from fsjax.losses.lpips import config_problem  # here: fsjax.losses imports this module
-
             if problem := config_problem(self):
                 raise ConfigError(problem)
 
@@ -341,6 +342,9 @@ class TrainConfig:
     """Faces per side in the preview (2..16)."""
     no_logs: bool = False
     """Do not write TensorBoard logs (`-n`)."""
+    status_every: int = 1
+    """Read the metrics back and print the status line every this many iterations; NaN
+    protection and TensorBoard still see every iteration."""
     summary: bool = False
     """Print the model summary and exit (`-u`)."""
     seed: int = 0
@@ -370,6 +374,7 @@ class TrainConfig:
         _check_range("train.save_interval", self.save_interval, 1, 1_000_000)
         _check_range("train.snapshot_interval", self.snapshot_interval, 0, 1_000_000)
         _check_range("train.preview_images", self.preview_images, 2, 16)
+        _check_range("train.status_every", self.status_every, 1, 100_000)
         _check_range("train.warmup", self.warmup, 0, 10_000_000)
         if self.load_weights is not None and not pathlib.Path(self.load_weights).is_dir():
             raise ConfigError(f"train.load_weights={str(self.load_weights)!r}: not a model folder")

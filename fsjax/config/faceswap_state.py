@@ -31,7 +31,7 @@ from fsjax.config import (
     OptimizerConfig,
     jsonfile,
 )
-from fsjax.config.plugins import PLUGIN_CHOICES
+from fsjax.config.plugins import MODEL_PLUGINS, PLUGIN_CHOICES
 
 MAX_STATE_BYTES = 16 * 2**20
 _DATA = ("centering", "coverage", "vertical_offset")
@@ -172,11 +172,9 @@ def _unchecked(cls: type, options: dict[str, Any]) -> Any:
 
 def experiment_from_folder(model_dir: pathlib.Path) -> ExperimentConfig:
     """The experiment of the model in `model_dir` (a folder with one `<plugin>_state.json`)."""
-    from fsjax.models import MODELS  # local: config must not import jax
-
     model_dir = pathlib.Path(model_dir)
     found = sorted(p for p in model_dir.glob("*_state.json")
-                   if p.name[: -len("_state.json")] in MODELS)
+                   if p.name[: -len("_state.json")] in MODEL_PLUGINS)
     if len(found) != 1:
         raise ConfigError(f"--config={str(model_dir)!r}: a model folder must hold one "
                           f"<plugin>_state.json; found {[p.name for p in found] or 'none'}")

@@ -8,6 +8,10 @@ from typing import Literal
 
 from fsjax.config.checks import ConfigError, _check_choice, _check_range
 
+MODEL_PLUGINS = ("dfaker", "dfl_h128", "dfl_sae", "dlight", "iae", "lightweight", "original",
+                 "phaze_a", "realface", "unbalanced", "villain")
+"""Faceswap's model plugins; `fsjax.models.<name>` implements each."""
+
 
 @dataclasses.dataclass(frozen=True)
 class DfakerConfig:

@@ -1,1 +1,2 @@
-"""Faceswap model files: reading (and later writing) Keras 2 `.h5` and Keras 3 `.keras`."""
+"""Faceswap's files: Keras 2 `.h5` and Keras 3 `.keras` models read and written, torch `.pth`
+weights and optimizer states read, all as data only."""

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from fsjax.interop.keras_file import KerasFileError, KerasModel, check_dataset, layer_classes
-from fsjax.losses.torch_file import TorchFileError, read_object
+from fsjax.interop.torch_file import TorchFileError, read_object
 
 # The order in which Keras creates a layer's variables, by the names fsjax gives them.
 KERAS_ORDER = ("kernel", "depthwise_kernel", "pointwise_kernel", "bias", "gamma", "beta",

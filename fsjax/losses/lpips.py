@@ -16,7 +16,7 @@ extractor, however, drops the graph after the last tap, so AlexNet's last tap (`
 never meets its ReLU and stays raw. The LPIPS linear weights were trained on ReLU'd features, so
 fsjax ReLUs it by default; `faceswap_compat=True` keeps it raw as Faceswap does.
 
-Weights are only read from local files (`Net.trunk_files`, `Net.linear_files`), by `torch_file`'s
+Weights are only read from local files (`fsjax.config.lpips_files`), by `torch_file`'s
 restricted reader: nothing is downloaded and nothing in a `.pth` file is run.
 """
 
@@ -26,16 +26,18 @@ import dataclasses
 import functools
 import pathlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fsjax.losses import torch_file
-
-if TYPE_CHECKING:
-    from fsjax.config import LossConfig
+from fsjax.config.lpips_files import (  # noqa: F401  (LOSS_NETS re-exported)
+    LOSS_NETS,
+    missing_message,
+    weight_files,
+)
+from fsjax.interop import torch_file
 
 _PRECISION = jax.lax.Precision.HIGHEST  # exact float32 convs/matmuls (no TF32 / bf16 passes)
 SHIFT = (-0.030, -0.088, -0.188)  # RGB, on the [-1, 1] scale
@@ -74,16 +76,12 @@ class Net:
         taps: Faceswap's return nodes, `features.<index>`.
         crops: Pixels cropped from each border of each tap's difference map.
         raw_tap: The tap Faceswap leaves without its ReLU (see the module docstring), if any.
-        trunk_files: Accepted trunk file names: torchvision's download, then Faceswap's.
-        linear_files: Accepted linear-layer file names: LPIPS v0.1's, then Faceswap's.
     """
 
     layers: tuple[_Conv | _Pool | _Fire, ...]
     taps: tuple[str, ...]
     crops: tuple[int, ...]
     raw_tap: str | None
-    trunk_files: tuple[str, ...]
-    linear_files: tuple[str, ...]
 
 
 def _vgg16_layers() -> tuple[_Conv | _Pool, ...]:
@@ -102,8 +100,6 @@ NETS: dict[str, Net] = {
         taps=tuple(f"features.{i}" for i in (0, 3, 6, 8, 10)),
         crops=(2, 2, 1, 1, 1),
         raw_tap="features.10",
-        trunk_files=("alexnet-owt-7be5be79.pth", "alexnet_imagenet_no_top_v2.pth"),
-        linear_files=("alex.pth", "alexnet_lpips_v2.pth"),
     ),
     "squeeze": Net(
         layers=(_Conv(0, 3, 2, 0), _Pool(3, 2, True), _Fire(3), _Fire(4), _Pool(3, 2, True),
@@ -112,19 +108,14 @@ NETS: dict[str, Net] = {
         taps=tuple(f"features.{i}" for i in (0, 4, 7, 9, 10, 11, 12)),
         crops=(1,) * 7,
         raw_tap=None,
-        trunk_files=("squeezenet1_1-b8a52dc0.pth", "squeezenet_imagenet_no_top_v2.pth"),
-        linear_files=("squeeze.pth", "squeezenet_lpips_v2.pth"),
     ),
     "vgg16": Net(
         layers=_vgg16_layers(),
         taps=tuple(f"features.{i}" for i in (2, 7, 14, 21, 29)),  # 29 is conv 28's ReLU
         crops=(1,) * 5,
         raw_tap=None,
-        trunk_files=("vgg16-397923af.pth", "vgg16_imagenet_no_top_v2.pth"),
-        linear_files=("vgg.pth", "vgg16_lpips_v2.pth"),
     ),
 }
-LOSS_NETS = {"lpips_alex": "alex", "lpips_squeeze": "squeeze", "lpips_vgg16": "vgg16"}
 
 Params = dict[str, Any]
 """{"trunk": {layer name: (HWIO weight, bias)}, "linear": tuple of (C,) channel weights}."""
@@ -143,14 +134,6 @@ def _convs(net: Net) -> list[tuple[str, int]]:
             name = f"features.{layer.index}"
             out += [(f"{name}.squeeze", 1), (f"{name}.expand1x1", 1), (f"{name}.expand3x3", 3)]
     return out
-
-
-def weight_files(net: str, folder: pathlib.Path) -> tuple[pathlib.Path | None, pathlib.Path | None]:
-    """The trunk and linear files found in `folder` (the first accepted name that exists)."""
-    spec = NETS[net]
-    found = [next((folder / n for n in names if (folder / n).is_file()), None)
-             for names in (spec.trunk_files, spec.linear_files)]
-    return found[0], found[1]
 
 
 def _tapped(net: Net, layer: _Conv | _Fire) -> bool:
@@ -225,39 +208,9 @@ def load_params(net: str, folder: str | pathlib.Path) -> Params:
     folder = pathlib.Path(folder)
     trunk, linear = weight_files(net, folder)
     if trunk is None or linear is None:
-        raise FileNotFoundError(_missing_message(f"lpips_{net}", folder))
+        raise FileNotFoundError(missing_message(f"lpips_{net}", folder))
     stamp = tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in (trunk, linear))
     return _load(net, trunk.resolve(), linear.resolve(), stamp)
-
-
-def _missing_message(name: str, folder: pathlib.Path | None) -> str:
-    spec = NETS[LOSS_NETS[name]]
-    files = (f"torchvision's {spec.trunk_files[0]} (or Faceswap's {spec.trunk_files[1]})",
-             f"LPIPS v0.1's {spec.linear_files[0]} (or Faceswap's {spec.linear_files[1]})")
-    if folder is None:
-        where = "loss.lpips_weights is not set"
-    elif not folder.is_dir():
-        where = f"loss.lpips_weights={str(folder)!r} is not a folder"
-    else:
-        lacking = [f for f, path in zip(files, weight_files(LOSS_NETS[name], folder), strict=True)
-                   if path is None]
-        where = f"{str(folder)!r} lacks {' and '.join(lacking)}"
-    return (f"{name} needs pretrained weights as local files, and {where}: put {files[0]} and "
-            f"{files[1]} in one folder and pass it with --config.loss.lpips-weights=FOLDER")
-
-
-def config_problem(cfg: LossConfig) -> str | None:
-    """Why `cfg`'s LPIPS choices cannot run (a ConfigError message), or None if they can."""
-    if cfg.loss_function in LOSS_NETS:
-        return (f"loss.loss_function={cfg.loss_function!r}: LPIPS losses are offered only as "
-                "loss_function_2..4 (as in Faceswap); choose another primary loss")
-    folder = None if cfg.lpips_weights is None else pathlib.Path(cfg.lpips_weights)
-    for name in cfg.functions:
-        if name not in LOSS_NETS:
-            continue
-        if folder is None or None in weight_files(LOSS_NETS[name], folder):
-            return _missing_message(name, folder)
-    return None
 
 
 # --- network ---------------------------------------------------------------------------------

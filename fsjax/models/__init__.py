@@ -3,19 +3,9 @@
 import importlib
 from types import ModuleType
 
-MODELS: dict[str, str] = {
-    "dfaker": "fsjax.models.dfaker",
-    "dfl_h128": "fsjax.models.dfl_h128",
-    "dfl_sae": "fsjax.models.dfl_sae",
-    "dlight": "fsjax.models.dlight",
-    "iae": "fsjax.models.iae",
-    "lightweight": "fsjax.models.lightweight",
-    "original": "fsjax.models.original",
-    "phaze_a": "fsjax.models.phaze_a",
-    "realface": "fsjax.models.realface",
-    "unbalanced": "fsjax.models.unbalanced",
-    "villain": "fsjax.models.villain",
-}
+from fsjax.config.plugins import MODEL_PLUGINS
+
+MODELS: dict[str, str] = {name: f"fsjax.models.{name}" for name in MODEL_PLUGINS}
 
 
 def get_model_module(name: str) -> ModuleType:

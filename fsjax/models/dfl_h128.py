@@ -7,37 +7,14 @@ DeepFaceLab's H128: four convs down to 8x8x1024, a dense bottleneck of E = 512 (
 from __future__ import annotations
 
 from fsjax.config import ExperimentConfig
-from fsjax.models.common import (
-    ConvEncoder,
-    ModelSpec,
-    SharedEncoder,
-    UpscaleDecoder,
-    decoder_layers,
-    model_kwargs,
-    upscales,
-)
-from fsjax.nn import blocks
+from fsjax.models.common import ModelSpec, build_classic
 
 INPUT_SIZE = 128
-OUTPUT_SIZES = (128,)
 
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds DFL-H128 with Faceswap's layer names (counters shared across sub-models)."""
-    kw = model_kwargs(config)
-    learn_mask = config.loss.learn_mask
     dim = 256 if config.model.lowmem else 512
-    names = blocks.Namer()
-    encoder = ConvEncoder(
-        convs=tuple((names(f"conv_{f}"), f) for f in (128, 256, 512, 1024)),
-        dense=(("dense", dim), ("dense_1", 8 * 8 * dim)),
-        reshape=(8, 8, dim),
-        upscales=upscales(names, (dim,)),
-        **kw,
-    )
-    decoders = [
-        UpscaleDecoder(**decoder_layers(names, (dim, dim // 2, dim // 4), side, learn_mask), **kw)
-        for side in "ab"
-    ]
-    module = SharedEncoder(encoder, *decoders)
-    return ModelSpec(module, "dfl_h128", INPUT_SIZE, OUTPUT_SIZES, learn_mask)
+    return build_classic(config, "dfl_h128", INPUT_SIZE, conv_filters=(128, 256, 512, 1024),
+                         dense=dim, reshape=(8, 8, dim), upscale_filters=(dim,),
+                         decoder_filters=(dim, dim // 2, dim // 4))

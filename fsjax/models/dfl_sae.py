@@ -14,10 +14,18 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from fsjax.config import ExperimentConfig
-from fsjax.models.common import ConvEncoder, Layers, ModelSpec, learned_mask, model_kwargs, upscales
+from fsjax.models.common import (
+    ConvEncoder,
+    Layers,
+    ModelSpec,
+    classic_encoder,
+    conv_blocks,
+    learned_mask,
+    mask_layers,
+    model_options,
+)
 from fsjax.nn import blocks, layers
 
 
@@ -27,17 +35,14 @@ class Intermediate(nn.Module):
     dense: Layers
     reshape: tuple[int, int, int]
     upscale: tuple[str, int]
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
     opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
         for name, units in self.dense:
-            x = blocks.dense(x, units, name=name, **kw)
+            x = blocks.dense(x, units, name=name, opts=self.opts)
         x = layers.reshape(x, self.reshape)
-        return blocks.upscale_block(x, self.upscale[1], name=self.upscale[0], **kw)
+        return blocks.upscale_block(x, self.upscale[1], name=self.upscale[0], opts=self.opts)
 
 
 class Decoder(nn.Module):
@@ -47,24 +52,21 @@ class Decoder(nn.Module):
     outputs: tuple[str | None, ...]  # face output name after each stage, None for none
     mask: Layers = ()
     mask_out: str | None = None
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
     opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
-        face, faces = x, []
+        face, faces, opts = x, [], self.opts
         for (up, res_1, res_2, filters), out_name in zip(self.stages, self.outputs, strict=True):
             face = layers.leaky_relu(blocks.upscale_block(face, filters, name=up,
-                                                          activation=None, **kw), 0.2)
-            face = blocks.residual_block(face, filters, name=res_1, **kw)
-            face = blocks.residual_block(face, filters, name=res_2, **kw)
+                                                          activation=None, opts=opts), 0.2)
+            face = blocks.residual_block(face, filters, name=res_1, opts=opts)
+            face = blocks.residual_block(face, filters, name=res_2, opts=opts)
             if out_name is not None:
-                faces.append(blocks.conv2d_output(face, 3, 5, name=out_name, **kw))
+                faces.append(blocks.conv2d_output(face, 3, 5, name=out_name, opts=opts))
         out: dict[str, Any] = {"faces": tuple(faces)}
         if self.mask_out is not None:
-            out["mask"] = learned_mask(x, self.mask, self.mask_out, **kw)
+            out["mask"] = learned_mask(x, self.mask, self.mask_out, opts)
         return out
 
 
@@ -109,44 +111,41 @@ class Df(nn.Module):
 
 
 def _decoder(names: blocks.Namer, side: str, d_d: int, mask_dims: int, multiscale: bool,
-             learn_mask: bool, **kw: Any) -> Decoder:
+             learn_mask: bool, opts: blocks.BlockOptions) -> Decoder:
     stages = tuple((names(f"upscale_{f}"), names(f"residual_{f}"), names(f"residual_{f}"), f)
                    for f in (8 * d_d, 4 * d_d, 2 * d_d))
     outputs = tuple(names(f"face_out_{tag}_{side}") if multiscale or tag == 128 else None
                     for tag in (32, 64, 128))
-    mask: dict[str, Any] = {}
-    if learn_mask:
-        mask = {"mask": upscales(names, (8 * mask_dims, 4 * mask_dims, 2 * mask_dims)),
-                "mask_out": names(f"mask_out_{side}")}
-    return Decoder(stages=stages, outputs=outputs, **mask, **kw)
+    mask = mask_layers(names, (8 * mask_dims, 4 * mask_dims, 2 * mask_dims), f"mask_out_{side}",
+                       learn_mask)
+    return Decoder(stages=stages, outputs=outputs, **mask, opts=opts)
 
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds DFL-SAE with Faceswap's layer names (counters shared across sub-models)."""
-    kw = model_kwargs(config)
-    opts, learn_mask = config.model.dfl_sae, config.loss.learn_mask
-    size, liae = opts.input_size, opts.architecture == "liae"
-    d_e, d_d = 3 * opts.encoder_dims, 3 * opts.decoder_dims
-    ae = opts.autoencoder_dims or (256 if liae else 512)
+    opts, learn_mask = model_options(config), config.loss.learn_mask
+    cfg = config.model.dfl_sae
+    size, liae = cfg.input_size, cfg.architecture == "liae"
+    d_e, d_d = 3 * cfg.encoder_dims, 3 * cfg.decoder_dims
+    ae = cfg.autoencoder_dims or (256 if liae else 512)
     r = size // 16
     names = blocks.Namer()
-    convs = tuple((names(f"conv_{f}"), f) for f in (d_e, 2 * d_e, 4 * d_e, 8 * d_e))
-    out_sizes = (size // 4, size // 2, size) if opts.multiscale_decoder else (size,)
-    decoder_args = dict(d_d=d_d, mask_dims=opts.decoder_dims, multiscale=opts.multiscale_decoder,
-                        learn_mask=learn_mask, **kw)
+    conv_filters = (d_e, 2 * d_e, 4 * d_e, 8 * d_e)
+    out_sizes = (size // 4, size // 2, size) if cfg.multiscale_decoder else (size,)
+    decoder_args = dict(d_d=d_d, mask_dims=cfg.decoder_dims, multiscale=cfg.multiscale_decoder,
+                        learn_mask=learn_mask, opts=opts)
     if liae:
-        encoder = ConvEncoder(convs=convs, **kw)
+        encoder = ConvEncoder(convs=conv_blocks(names, conv_filters), opts=opts)
         inter = [Intermediate(dense=((f"dense_{i}" if i else "dense", ae),
                                      (f"dense_{i + 1}", r * r * 2 * ae)),
                               reshape=(r, r, 2 * ae), upscale=(names(f"upscale_{2 * ae}"), 2 * ae),
-                              **kw)
+                              opts=opts)
                  for i in (0, 2)]
         decoder = _decoder(names, "both", **decoder_args)
         module: nn.Module = Liae(encoder, inter[0], inter[1], decoder)
     else:
-        encoder = ConvEncoder(convs=convs, dense=(("dense", ae), ("dense_1", r * r * ae)),
-                              reshape=(r, r, ae), upscales=upscales(names, (ae,)), **kw)
+        encoder = classic_encoder(names, conv_filters, ae, (r, r, ae), (ae,), opts)
         decoders = [_decoder(names, side, **decoder_args) for side in "ab"]
         module = Df(encoder, *decoders)
     return ModelSpec(module, "dfl_sae", size, out_sizes, learn_mask,
-                     keras_name=f"dfl_sae_{opts.architecture}")
+                     keras_name=f"dfl_sae_{cfg.architecture}")

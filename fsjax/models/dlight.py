@@ -19,10 +19,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from fsjax.config import DlightConfig, ExperimentConfig
-from fsjax.models.common import ModelSpec, model_kwargs
+from fsjax.models.common import ModelSpec, conv_blocks, model_options
 from fsjax.nn import blocks, layers
 from fsjax.nn.normalization import BatchNormalization
 
@@ -48,18 +47,19 @@ def encoder_dim(cfg: DlightConfig) -> int:
     return {"lowmem": 512, "fair": 1024, "best": 1536}[cfg.features] + 128
 
 
-def _up2x(x: jax.Array, layer: Up2x, *, activation: str | None = "leakyrelu", fast: bool = False,
-          scale: int = 2, **kw: Any) -> jax.Array:
+def _up2x(x: jax.Array, layer: Up2x, opts: blocks.BlockOptions, *,
+          activation: str | None = "leakyrelu", fast: bool = False, scale: int = 2) -> jax.Array:
     name, inner, filters = layer
     return blocks.upscale2x_block(x, filters, name=name, upscale_name=inner,
-                                  activation=activation, fast=fast, scale=scale, **kw)
+                                  activation=activation, fast=fast, scale=scale, opts=opts)
 
 
-def _mask(x: jax.Array, layers: tuple[Up2x, ...], out_name: str, **kw: Any) -> jax.Array:
+def _mask(x: jax.Array, layers: tuple[Up2x, ...], out_name: str,
+          opts: blocks.BlockOptions) -> jax.Array:
     """The learn_mask branch of all three decoders: hybrid Upscale2x blocks, 1-channel output."""
     for layer in layers:
-        x = _up2x(x, layer, **kw)
-    return blocks.conv2d_output(x, 1, 5, name=out_name, **kw)
+        x = _up2x(x, layer, opts)
+    return blocks.conv2d_output(x, 1, 5, name=out_name, opts=opts)
 
 
 class Encoder(nn.Module):
@@ -68,21 +68,20 @@ class Encoder(nn.Module):
     convs: tuple[tuple[str, int], ...]
     dim: int
     code_shape: tuple[int, int, int] = CODE_SHAPE
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
     opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
+        opts = self.opts
         for name, filters in self.convs:
-            conv = blocks.conv2d_block(x, filters, name=name, **kw)
+            conv = blocks.conv2d_block(x, filters, name=name, opts=opts)
             pooled = layers.leaky_relu(layers.average_pooling(x, 2), 0.1)
             x = layers.concatenate([conv, pooled])
         x = layers.flatten(x)
-        x = blocks.Dropout(0.05, name="dropout")(blocks.dense(x, self.dim, name="dense", **kw))
+        x = blocks.Dropout(0.05, name="dropout")(blocks.dense(x, self.dim, name="dense", opts=opts))
         h, w, c = self.code_shape
-        x = blocks.Dropout(0.05, name="dropout_1")(blocks.dense(x, h * w * c, name="dense_1", **kw))
+        x = blocks.dense(x, h * w * c, name="dense_1", opts=opts)
+        x = blocks.Dropout(0.05, name="dropout_1")(x)
         return layers.reshape(x, (h, w, c))
 
 
@@ -94,20 +93,18 @@ class DecoderA(nn.Module):
     face_out: str
     mask: tuple[Up2x, ...] = ()
     mask_out: str | None = None
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
     opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
+        opts = self.opts
         x = layers.upsampling2d(x, self.ratio, "bilinear")
         face = x
         for layer in self.face:
-            face = _up2x(face, layer, **kw)
-        out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, **kw),)}
+            face = _up2x(face, layer, opts)
+        out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, opts=opts),)}
         if self.mask_out is not None:
-            out["mask"] = _mask(x, self.mask, self.mask_out, **kw)
+            out["mask"] = _mask(x, self.mask, self.mask_out, opts)
         return out
 
 
@@ -122,37 +119,36 @@ class DecoderB(nn.Module):
     face_out: str
     mask: tuple[Up2x, ...] = ()
     mask_out: str | None = None
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
     opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
-        bn = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        opts = self.opts
+        bn = opts.policy.layer_kwargs()
         ups, res = iter(self.face[1:]), iter(self.residuals)
 
         def stage(y: jax.Array, bias: tuple[bool, ...]) -> jax.Array:
             layer = next(ups)
-            y = layers.leaky_relu(_up2x(y, layer, activation=None, **kw), 0.2)
+            y = layers.leaky_relu(_up2x(y, layer, opts, activation=None), 0.2)
             for use_bias in bias:
-                y = blocks.residual_block(y, layer[2], name=next(res), use_bias=use_bias, **kw)
+                y = blocks.residual_block(y, layer[2], name=next(res), use_bias=use_bias,
+                                          opts=opts)
             return y
 
-        first = _up2x(x, self.face[0], activation=None, scale=self.ratio, **kw)
+        first = _up2x(x, self.face[0], opts, activation=None, scale=self.ratio)
         face = layers.leaky_relu(first, 0.2)
         for use_bias in (True, False, False):
             face = blocks.residual_block(face, self.face[0][2], name=next(res),
-                                         use_bias=use_bias, **kw)
+                                         use_bias=use_bias, opts=opts)
         face = stage(face, (True, False))
         face = BatchNormalization(**bn, name="batch_normalization")(face)
         face = stage(face, (True,))
         face = stage(face, (False,))
         face = BatchNormalization(**bn, name="batch_normalization_1")(face)
-        face = _up2x(face, next(ups), **kw)
-        out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, **kw),)}
+        face = _up2x(face, next(ups), opts)
+        out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, opts=opts),)}
         if self.mask_out is not None:
-            out["mask"] = _mask(layers.leaky_relu(first, 0.1), self.mask, self.mask_out, **kw)
+            out["mask"] = _mask(layers.leaky_relu(first, 0.1), self.mask, self.mask_out, opts)
         return out
 
 
@@ -165,21 +161,19 @@ class DecoderBFast(nn.Module):
     face_out: str
     mask: tuple[Up2x, ...] = ()
     mask_out: str | None = None
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
     opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
+        opts = self.opts
         name, filters = self.upscale
-        x = blocks.upscale_block(x, filters, name=name, scale=self.ratio, **kw)
+        x = blocks.upscale_block(x, filters, name=name, scale=self.ratio, opts=opts)
         face = x
         for layer in self.face:
-            face = _up2x(face, layer, fast=True, **kw)
-        out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, **kw),)}
+            face = _up2x(face, layer, opts, fast=True)
+        out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, opts=opts),)}
         if self.mask_out is not None:
-            out["mask"] = _mask(x, self.mask, self.mask_out, **kw)
+            out["mask"] = _mask(x, self.mask, self.mask_out, opts)
         return out
 
 
@@ -215,14 +209,14 @@ def _up2x_names(names: blocks.Namer, filters: tuple[int, ...], fast: bool = Fals
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds DLight with Faceswap's layer names (counters shared across sub-models)."""
-    kw = model_kwargs(config)
+    opts = model_options(config)
     cfg, learn_mask = config.model.dlight, config.loss.learn_mask
     ratio = UPSCALE_RATIO[cfg.output_size]
     a, b, m = DEC_A_COMPLEXITY, DEC_B_COMPLEXITY, MASK_COMPLEXITY
     names = blocks.Namer()
     ef = encoder_filters(cfg)
-    encoder = Encoder(tuple((names(f"conv_{f}"), f) for f in (ef // 2, ef, ef * 2, ef * 4, ef * 8)),
-                      encoder_dim(cfg), CODE_SHAPE, **kw)
+    encoder = Encoder(conv_blocks(names, (ef // 2, ef, ef * 2, ef * 4, ef * 8)), encoder_dim(cfg),
+                      CODE_SHAPE, opts)
 
     def mask_fields() -> dict[str, Any]:
         if not learn_mask:
@@ -231,16 +225,16 @@ def build(config: ExperimentConfig) -> ModelSpec:
                 "mask_out": names("mask_out")}
 
     face_a = _up2x_names(names, (a, a // 2, a // 4, a // 8))
-    decoder_a = DecoderA(ratio, face_a, names("face_out"), **mask_fields(), **kw)
+    decoder_a = DecoderA(ratio, face_a, names("face_out"), **mask_fields(), opts=opts)
     if cfg.details == "good":
         face_b = _up2x_names(names, (b, b, b // 2, b // 4, b // 8))
         residuals = tuple(names(f"residual_{f}") for f in (b,) * 5 + (b // 2, b // 4))
         decoders = {"decoder_b": DecoderB(ratio, face_b, residuals, names("face_out"),
-                                          **mask_fields(), **kw)}
+                                          **mask_fields(), opts=opts)}
     else:
         upscale = (names(f"upscale_{b}"), b)
         face_b = _up2x_names(names, (b, b // 2, b // 4, b // 8), fast=True)
         decoders = {"decoder_b_fast": DecoderBFast(ratio, upscale, face_b, names("face_out"),
-                                                   **mask_fields(), **kw)}
+                                                   **mask_fields(), opts=opts)}
     module = DLight(encoder, decoder_a, **decoders)
     return ModelSpec(module, "dlight", INPUT_SIZE, (cfg.output_size,), learn_mask)

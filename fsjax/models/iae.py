@@ -20,8 +20,9 @@ from fsjax.models.common import (
     DenseIntermediate,
     ModelSpec,
     UpscaleDecoder,
+    conv_blocks,
     decoder_layers,
-    model_kwargs,
+    model_options,
 )
 from fsjax.nn import blocks, layers
 
@@ -57,17 +58,16 @@ class IAE(nn.Module):
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds IAE with Faceswap's layer names."""
-    kw = model_kwargs(config)
-    learn_mask = config.loss.learn_mask
+    opts, learn_mask = model_options(config), config.loss.learn_mask
     names = blocks.Namer()
-    encoder = ConvEncoder(convs=tuple((names(f"conv_{f}"), f) for f in (128, 256, 512, 1024)),
-                          **kw)
+    encoder = ConvEncoder(convs=conv_blocks(names, (128, 256, 512, 1024)), opts=opts)
     decoder = UpscaleDecoder(
-        **decoder_layers(names, (512, 256, 128, 64), "", learn_mask, out_base="face_out"), **kw)
+        **decoder_layers(names, (512, 256, 128, 64), "", learn_mask, out_base="face_out"),
+        opts=opts)
 
     def intermediate(first: int) -> DenseIntermediate:
         dense = ((f"dense_{first}" if first else "dense", 1024), (f"dense_{first + 1}", 8192))
-        return DenseIntermediate(dense=dense, reshape=(4, 4, 512), **kw)
+        return DenseIntermediate(dense=dense, reshape=(4, 4, 512), opts=opts)
 
     module = IAE(encoder, intermediate(0), intermediate(2), intermediate(4), decoder)
     return ModelSpec(module, "iae", INPUT_SIZE, OUTPUT_SIZES, learn_mask)

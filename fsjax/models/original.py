@@ -9,34 +9,15 @@ Faceswap's, so a parameter path reads `encoder/conv_128_0_conv2d/kernel` or
 from __future__ import annotations
 
 from fsjax.config import ExperimentConfig
-from fsjax.models.common import (
-    ConvEncoder,
-    ModelSpec,
-    SharedEncoder,
-    UpscaleDecoder,
-    decoder_layers,
-    model_kwargs,
-    upscales,
-)
-from fsjax.nn import blocks
+from fsjax.models.common import ModelSpec, build_classic
 
 INPUT_SIZE = 64
-OUTPUT_SIZES = (64,)
 
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds Original with Faceswap's layer names (counters shared across sub-models)."""
-    kw = model_kwargs(config)
-    lowmem, learn_mask = config.model.lowmem, config.loss.learn_mask
-    names = blocks.Namer()
-    encoder = ConvEncoder(
-        convs=tuple((names(f"conv_{f}"), f) for f in (128, 256, 512) + (() if lowmem else (1024,))),
-        dense=(("dense", 512 if lowmem else 1024), ("dense_1", 4 * 4 * 1024)),
-        reshape=(4, 4, 1024),
-        upscales=upscales(names, (512,)),
-        **kw,
-    )
-    decoders = [UpscaleDecoder(**decoder_layers(names, (256, 128, 64), side, learn_mask), **kw)
-                for side in "ab"]
-    module = SharedEncoder(encoder, *decoders)
-    return ModelSpec(module, "original", INPUT_SIZE, OUTPUT_SIZES, learn_mask)
+    lowmem = config.model.lowmem
+    return build_classic(config, "original", INPUT_SIZE,
+                         conv_filters=(128, 256, 512) + (() if lowmem else (1024,)),
+                         dense=512 if lowmem else 1024, reshape=(4, 4, 1024),
+                         upscale_filters=(512,), decoder_filters=(256, 128, 64))

@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 from fsjax.config import ConfigError, ExperimentConfig, PhazeAConfig
-from fsjax.models.common import ModelSpec, model_kwargs
+from fsjax.models.common import ModelSpec, model_options
 from fsjax.models.phaze_a_layers import (
     Bottleneck,
     Chain,
@@ -372,23 +372,23 @@ def build(config: ExperimentConfig) -> ModelSpec:
         raise ConfigError("model.phaze_a: learn_mask with dec_upscales_in_fc > 0 works only "
                           "without shared_fc and the G-Block (enable_gblock=False), whose "
                           "inputs would mix the face and mask branches")
-    kw = model_kwargs(config)
+    opts = model_options(config)
     plan = _Planner(o, learn_mask, config.model.reflect_padding)
     size = input_size(o)
     fields, encoded = plan.encoder(size)
-    subs: dict[str, Any] = {"encoder": Encoder(**fields, **kw)}
+    subs: dict[str, Any] = {"encoder": Encoder(**fields, opts=opts)}
     for side in ("a", "b") if o.split_fc else ("both",):
         fields, inter = plan.fully_connected(side, encoded)
-        subs[f"fc_{side}"] = FullyConnected(**fields, **kw)
+        subs[f"fc_{side}"] = FullyConnected(**fields, opts=opts)
     if o.shared_fc == "full":
-        subs["fc_shared"] = FullyConnected(**plan.fully_connected("shared", encoded)[0], **kw)
+        subs["fc_shared"] = FullyConnected(**plan.fully_connected("shared", encoded)[0], opts=opts)
     if o.shared_fc != "none":
         inter = (*inter[:-1], 2 * inter[-1])
     if o.enable_gblock:
-        subs["fc_gblock"] = FullyConnected(**plan.fully_connected("gblock", encoded)[0], **kw)
+        subs["fc_gblock"] = FullyConnected(**plan.fully_connected("gblock", encoded)[0], opts=opts)
         for side in ("a", "b") if o.split_gblock else ("both",):
-            subs[f"g_block_{side}"] = GBlock(**plan.g_block(inter[-1]), **kw)
+            subs[f"g_block_{side}"] = GBlock(**plan.g_block(inter[-1]), opts=opts)
     for side in ("a", "b") if o.split_decoders else ("both",):
-        subs[f"decoder_{side}"] = Decoder(**plan.decoder(inter), **kw)
+        subs[f"decoder_{side}"] = Decoder(**plan.decoder(inter), opts=opts)
     module = PhazeA(**subs, shared_fc=o.shared_fc)
     return ModelSpec(module, "phaze_a", size, (o.output_size,), learn_mask)

@@ -87,63 +87,63 @@ class Chain:
     stages: tuple[Stage, ...] = ()
 
 
-def normalize(x: jax.Array, norm: tuple[str, str], kw: dict[str, Any]) -> jax.Array:
+def normalize(x: jax.Array, norm: tuple[str, str], opts: blocks.BlockOptions) -> jax.Array:
     kind, name = norm
-    return NORMS[kind](dtype=kw["dtype"], param_dtype=kw["param_dtype"], name=name)(x)
+    return NORMS[kind](**opts.policy.layer_kwargs(), name=name)(x)
 
 
-def upscale(x: jax.Array, up: Upscaler, kw: dict[str, Any]) -> jax.Array:
+def upscale(x: jax.Array, up: Upscaler, opts: blocks.BlockOptions) -> jax.Array:
     """Runs one upscaler with LeakyReLU, as Phaze-A always asks for."""
     if up.method == "upsample2d":
         return blocks.upsampling2d(x, up.size, up.interpolation)
     if up.method == "subpixel":
-        return blocks.upscale_block(x, up.filters, name=up.name, **kw)
+        return blocks.upscale_block(x, up.filters, name=up.name, opts=opts)
     if up.method in ("upscale_fast", "upscale_hybrid"):
         return blocks.upscale2x_block(x, up.filters, name=up.name, upscale_name=up.inner,
-                                      fast=up.method == "upscale_fast", **kw)
+                                      fast=up.method == "upscale_fast", opts=opts)
     if up.method == "upscale_dny":
-        return blocks.upscale_dny_block(x, up.filters, name=up.name, **kw)
-    return blocks.upscale_resize_images_block(x, up.filters, name=up.name, **kw)
+        return blocks.upscale_dny_block(x, up.filters, name=up.name, opts=opts)
+    return blocks.upscale_resize_images_block(x, up.filters, name=up.name, opts=opts)
 
 
-def _entry(x: jax.Array, chain: Chain, kw: dict[str, Any]) -> jax.Array:
+def _entry(x: jax.Array, chain: Chain, opts: blocks.BlockOptions) -> jax.Array:
     for name, kernel in zip(chain.entry, (4, 3), strict=False):
         x = blocks.conv2d_block(x, chain.entry_filters, name=name, kernel_size=kernel, strides=1,
-                                relu_alpha=0.2, **kw)
+                                relu_alpha=0.2, opts=opts)
     return x
 
 
-def _stage(x: jax.Array, stage: Stage, kw: dict[str, Any]) -> jax.Array:
-    x = upscale(x, stage.upscaler, kw)
+def _stage(x: jax.Array, stage: Stage, opts: blocks.BlockOptions) -> jax.Array:
+    x = upscale(x, stage.upscaler, opts)
     if stage.noise:
         x = blocks.GaussianNoise(1.0, name=stage.noise)(x)
     if stage.norm is not None:
-        x = normalize(x, stage.norm, kw)
+        x = normalize(x, stage.norm, opts)
     if stage.relu is not None:
         x = layers.leaky_relu(x, stage.relu)
     for name in stage.residuals:
-        x = blocks.residual_block(x, stage.upscaler.filters, name=name, **kw)
+        x = blocks.residual_block(x, stage.upscaler.filters, name=name, opts=opts)
     return x
 
 
 def run_chains(xs: Sequence[jax.Array], chains: Sequence[Chain],
-               kw: dict[str, Any]) -> list[jax.Array]:
+               opts: blocks.BlockOptions) -> list[jax.Array]:
     """Runs the face chain and (learn_mask) the mask chain, each step for both before the next
     as Faceswap builds them: Keras numbers their unnamed layers (reshape_N, ...) in that order."""
     xs = [x if c.reshape is None else layers.reshape(x, c.reshape)
           for x, c in zip(xs, chains, strict=True)]
-    xs = [_entry(x, c, kw) for x, c in zip(xs, chains, strict=True)]
+    xs = [_entry(x, c, opts) for x, c in zip(xs, chains, strict=True)]
     for stages in zip(*(c.stages for c in chains), strict=True):
-        xs = [_stage(x, s, kw) for x, s in zip(xs, stages, strict=True)]
+        xs = [_stage(x, s, opts) for x, s in zip(xs, stages, strict=True)]
     return xs
 
 
-def bottleneck(x: jax.Array, spec: Bottleneck, kw: dict[str, Any]) -> jax.Array:
+def bottleneck(x: jax.Array, spec: Bottleneck, opts: blocks.BlockOptions) -> jax.Array:
     if spec.norm is not None:
-        x = normalize(x, spec.norm, kw)
+        x = normalize(x, spec.norm, opts)
     if spec.kind == "dense":
         x = blocks.dense(layers.flatten(x) if x.ndim > 2 else x, spec.size, name=spec.dense,
-                         dtype=kw["dtype"], param_dtype=kw["param_dtype"])
+                         opts=opts)
     elif spec.kind == "average_pooling":
         x = layers.global_average_pooling(x)
     elif spec.kind == "max_pooling":
@@ -152,15 +152,9 @@ def bottleneck(x: jax.Array, spec: Bottleneck, kw: dict[str, Any]) -> jax.Array:
 
 
 class _Module(nn.Module):
-    """Fields every Phaze-A sub-model takes from `model_kwargs`."""
+    """The field every Phaze-A sub-model takes from `model_options`."""
 
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
     opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
-
-    @property
-    def kw(self) -> dict[str, Any]:
-        return dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
 
 
 class Encoder(_Module):
@@ -171,21 +165,21 @@ class Encoder(_Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = self.kw
+        opts = self.opts
         for c in self.convs:
-            if c.valid and not self.opts.reflect_padding:
+            if c.valid and not opts.reflect_padding:
                 # Conv2DBlock(padding="valid"); reflect padding overrides it, like Faceswap's.
                 x = blocks.Conv2D(c.filters, c.kernel, c.strides, "VALID",
-                                  kernel_init=self.opts.kernel_init(None), dtype=self.dtype,
-                                  param_dtype=self.param_dtype, name=f"{c.name}_conv2d")(x)
+                                  kernel_init=opts.kernel_init(None),
+                                  **opts.policy.layer_kwargs(), name=f"{c.name}_conv2d")(x)
                 x = layers.leaky_relu(x, c.relu_alpha, name=f"{c.name}_leakyrelu")
             else:
                 x = blocks.conv2d_block(x, c.filters, name=c.name, kernel_size=c.kernel,
-                                        strides=c.strides, relu_alpha=c.relu_alpha, **kw)
+                                        strides=c.strides, relu_alpha=c.relu_alpha, opts=opts)
             if c.pool:
                 x = layers.max_pooling(x, 2, name=c.pool)
         if self.bottleneck is not None:
-            x = bottleneck(x, self.bottleneck, kw)
+            x = bottleneck(x, self.bottleneck, opts)
         return x
 
 
@@ -205,23 +199,23 @@ class FullyConnected(_Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> Any:
-        kw = self.kw
+        opts = self.opts
         if self.bottleneck is not None:
-            x = bottleneck(x, self.bottleneck, kw)
+            x = bottleneck(x, self.bottleneck, opts)
         for idx, (name, units) in enumerate(self.dense):  # Faceswap names Dropout "{rate}_{n}"
             x = blocks.Dropout(self.dropout, name=f"{float(self.dropout)}_{idx + 1}")(x)
-            x = blocks.dense(x, units, name=name, dtype=self.dtype, param_dtype=self.param_dtype)
+            x = blocks.dense(x, units, name=name, opts=opts)
         if self.reshape is None:
             return x
         x = layers.reshape(x, self.reshape)
         for up in self.upsamplers:
-            x = upscale(x, up, kw)
+            x = upscale(x, up, opts)
         if self.upsample_relu:
             x = layers.leaky_relu(x, 0.1)
         if self.face is None:
             return x
         chains = [c for c in (self.face, self.mask) if c is not None]
-        xs = run_chains([x] * len(chains), chains, kw)
+        xs = run_chains([x] * len(chains), chains, opts)
         return xs[0] if len(xs) == 1 else tuple(xs)
 
 
@@ -249,17 +243,19 @@ class GBlock(_Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, style: jax.Array) -> jax.Array:
-        dk = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        opts = self.opts
+        dk = opts.policy.layer_kwargs()
         for i, name in enumerate(self.style_dense):
-            style = blocks.dense(style, self.nodes, name=name, kernel_init=blocks.he_normal, **dk)
+            style = blocks.dense(style, self.nodes, name=name, kernel_init=blocks.he_normal,
+                                 opts=opts)
             if i < len(self.style_dense) - 1:
                 style = layers.leaky_relu(style, 0.1)
         filters = x.shape[-1]
-        x = blocks.Conv2D(filters, 3, kernel_init=self.opts.kernel_init(None), **dk,
+        x = blocks.Conv2D(filters, 3, kernel_init=opts.kernel_init(None), **dk,
                           name=self.conv)(x)
         x = blocks.GaussianNoise(1.0, name=self.noise)(x)
         for rec in self.recursions:
-            beta, gamma = (layers.reshape(blocks.dense(style, filters, name=n, **dk),
+            beta, gamma = (layers.reshape(blocks.dense(style, filters, name=n, opts=opts),
                                           (1, 1, filters)) for n in (rec.beta, rec.gamma))
             noise = blocks.Conv2D(filters, 1, kernel_init=blocks.glorot_uniform, **dk,
                                   name=rec.noise_conv)(blocks.GaussianNoise(1.0, name=rec.noise)(x))
@@ -267,7 +263,7 @@ class GBlock(_Module):
                 x = blocks.Conv2D(filters, 3, kernel_init=blocks.glorot_uniform, **dk,
                                   name=rec.conv)(x)
             x = layers.add([ada_instance_norm(x, beta, gamma), noise.astype(jnp.float32)])
-            x = layers.leaky_relu(x, 0.2).astype(self.dtype)
+            x = layers.leaky_relu(x, 0.2).astype(opts.policy.compute_dtype)
         return x
 
 
@@ -284,10 +280,12 @@ class Decoder(_Module):
 
     @nn.compact
     def __call__(self, x: Any) -> dict[str, Any]:
-        kw = self.kw
+        opts = self.opts
         chains = [c for c in (self.face, self.mask) if c is not None]
-        xs = run_chains(list(x) if isinstance(x, tuple) else [x] * len(chains), chains, kw)
-        out = {"faces": (blocks.conv2d_output(xs[0], 3, self.kernel, name=self.face_out, **kw),)}
+        xs = run_chains(list(x) if isinstance(x, tuple) else [x] * len(chains), chains, opts)
+        out = {"faces": (blocks.conv2d_output(xs[0], 3, self.kernel, name=self.face_out,
+                                              opts=opts),)}
         if self.mask_out is not None:
-            out["mask"] = blocks.conv2d_output(xs[1], 1, self.kernel, name=self.mask_out, **kw)
+            out["mask"] = blocks.conv2d_output(xs[1], 1, self.kernel, name=self.mask_out,
+                                               opts=opts)
         return out

@@ -15,16 +15,16 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from fsjax.config import ExperimentConfig, RealfaceConfig
 from fsjax.models.common import (
+    FaceDecoder,
     Layers,
     ModelSpec,
     SharedEncoder,
     learned_mask,
-    model_kwargs,
-    upscales,
+    mask_layers,
+    model_options,
 )
 from fsjax.nn import blocks, layers
 
@@ -52,22 +52,20 @@ class Encoder(nn.Module):
 
     stages: tuple[tuple[str, str, str, int], ...]  # (conv, residual, residual, filters)
     last: tuple[str, int]
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
     opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
+        opts = self.opts
         for conv, res_1, res_2, filters in self.stages:
             x = layers.leaky_relu(
-                blocks.conv2d_block(x, filters, name=conv, activation=None, **kw), 0.2)
-            x = blocks.residual_block(x, filters, name=res_1, **kw)
-            x = blocks.residual_block(x, filters, name=res_2, **kw)
-        return blocks.conv2d_block(x, self.last[1], name=self.last[0], **kw)
+                blocks.conv2d_block(x, filters, name=conv, activation=None, opts=opts), 0.2)
+            x = blocks.residual_block(x, filters, name=res_1, opts=opts)
+            x = blocks.residual_block(x, filters, name=res_2, opts=opts)
+        return blocks.conv2d_block(x, self.last[1], name=self.last[0], opts=opts)
 
 
-class Decoder(nn.Module):
+class Decoder(FaceDecoder):
     """Flatten, Dense, Dense, Reshape, an un-activated upscale (`xy`, where the mask branch
     starts), LeakyReLU 0.2 and a bias-free residual block, then upscale stages and the output.
 
@@ -79,40 +77,36 @@ class Decoder(nn.Module):
     reshape: tuple[int, int, int]
     entry: tuple[str, str]  # (upscale, residual) of the dense stage, reshape[-1] filters
     stages: tuple[tuple[str, int, Residuals], ...]  # (upscale, filters, residual blocks)
-    face_out: str
-    mask: Layers = ()
-    mask_out: str | None = None
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
+        opts = self.opts
         x = layers.flatten(x)
         for name, units in self.dense:
-            x = blocks.dense(x, units, name=name, **kw)
+            x = blocks.dense(x, units, name=name, opts=opts)
         filters = self.reshape[-1]
         xy = blocks.upscale_block(layers.reshape(x, self.reshape), filters,
-                                  name=self.entry[0], activation=None, **kw)
+                                  name=self.entry[0], activation=None, opts=opts)
         face = blocks.residual_block(layers.leaky_relu(xy, 0.2), filters, name=self.entry[1],
-                                     use_bias=False, **kw)
+                                     use_bias=False, opts=opts)
         for up, filters, residuals in self.stages:
             if not residuals:
-                face = blocks.upscale_block(face, filters, name=up, **kw)
+                face = blocks.upscale_block(face, filters, name=up, opts=opts)
                 continue
             face = layers.leaky_relu(blocks.upscale_block(face, filters, name=up,
-                                                          activation=None, **kw), 0.2)
+                                                          activation=None, opts=opts), 0.2)
             for res, use_bias in residuals:
-                face = blocks.residual_block(face, filters, name=res, use_bias=use_bias, **kw)
-        out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, **kw),)}
+                face = blocks.residual_block(face, filters, name=res, use_bias=use_bias,
+                                             opts=opts)
+        out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, opts=opts),)}
         if self.mask_out is not None:
-            out["mask"] = learned_mask(layers.leaky_relu(xy, 0.1), self.mask, self.mask_out, **kw)
+            out["mask"] = learned_mask(layers.leaky_relu(xy, 0.1), self.mask, self.mask_out, opts)
         return out
 
 
 def _decoder(names: blocks.Namer, side: str, dense: Layers, reshape: tuple[int, int, int],
-             complexity: int, upscalers: int, learn_mask: bool, **kw: Any) -> Decoder:
+             complexity: int, upscalers: int, learn_mask: bool,
+             opts: blocks.BlockOptions) -> Decoder:
     """One side's decoder, its layer names requested in Faceswap's order. Side B's inner stages
     carry (bias-free, biased) residual blocks; side A's are plain upscales."""
     filters = reshape[-1]
@@ -126,35 +120,33 @@ def _decoder(names: blocks.Namer, side: str, dense: Layers, reshape: tuple[int, 
             else ()
         stages.append((up, f, residuals))
     fields: dict[str, Any] = {"face_out": names(f"face_out_{side}")}
-    if learn_mask:
-        fields["mask"] = upscales(names, tuple(MASK_FILTERS >> i for i in range(upscalers - 1)))
-        fields["mask_out"] = names(f"mask_out_{side}")
+    fields |= mask_layers(names, tuple(MASK_FILTERS >> i for i in range(upscalers - 1)),
+                          f"mask_out_{side}", learn_mask)
     return Decoder(dense=dense, reshape=reshape, entry=entry, stages=tuple(stages), **fields,
-                   **kw)
+                   opts=opts)
 
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds RealFace with Faceswap's layer names (counters shared across sub-models; decoder A
     is built before B, so A owns Keras' `dense`, `dense_1` and B `dense_2`, `dense_3`)."""
-    kw = model_kwargs(config)
-    opts: RealfaceConfig = config.model.realface
-    learn_mask = config.loss.learn_mask
-    width, upscalers, dense_filters = dense_layout(opts.input_size, opts.output_size)
+    opts, learn_mask = model_options(config), config.loss.learn_mask
+    cfg: RealfaceConfig = config.model.realface
+    width, upscalers, dense_filters = dense_layout(cfg.input_size, cfg.output_size)
     names = blocks.Namer()
-    ce = opts.complexity_encoder
+    ce = cfg.complexity_encoder
     stages = tuple((names(f"conv_{f}"), names(f"residual_{f}"), names(f"residual_{f}"), f)
                    for f in (ce, 2 * ce, 4 * ce))
-    encoder = Encoder(stages=stages, last=(names(f"conv_{8 * ce}"), 8 * ce), **kw)
+    encoder = Encoder(stages=stages, last=(names(f"conv_{8 * ce}"), 8 * ce), opts=opts)
     sides = {  # side: (dense nodes, dense filters, complexity); A is B scaled by 1/1.5
-        "a": (int(opts.dense_nodes / 1.5), int(dense_filters / 1.5),
-              int(opts.complexity_decoder / 1.5)),
-        "b": (opts.dense_nodes, dense_filters, opts.complexity_decoder),
+        "a": (int(cfg.dense_nodes / 1.5), int(dense_filters / 1.5),
+              int(cfg.complexity_decoder / 1.5)),
+        "b": (cfg.dense_nodes, dense_filters, cfg.complexity_decoder),
     }
     decoders = []
     for idx, (side, (nodes, filters, complexity)) in enumerate(sides.items()):
         dense = ((f"dense_{2 * idx}" if idx else "dense", nodes),
                  (f"dense_{2 * idx + 1}", width * width * filters))
         decoders.append(_decoder(names, side, dense, (width, width, filters), complexity,
-                                 upscalers, learn_mask, **kw))
-    return ModelSpec(SharedEncoder(encoder, *decoders), "realface", opts.input_size,
-                     (opts.output_size,), learn_mask)
+                                 upscalers, learn_mask, opts))
+    return ModelSpec(SharedEncoder(encoder, *decoders), "realface", cfg.input_size,
+                     (cfg.output_size,), learn_mask)

@@ -17,16 +17,16 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from fsjax.config import ExperimentConfig, UnbalancedConfig
 from fsjax.models.common import (
+    FaceDecoder,
     Layers,
     ModelSpec,
     SharedEncoder,
-    learned_mask,
-    model_kwargs,
-    upscales,
+    conv_blocks,
+    mask_layers,
+    model_options,
 )
 from fsjax.nn import blocks, layers
 
@@ -42,14 +42,11 @@ class Encoder(nn.Module):
     convs: Layers  # the first two carry InstanceNormalization
     dense: Layers
     reshape: tuple[int, int, int]
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
     opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(kernel_init=INIT, dtype=self.dtype, param_dtype=self.param_dtype,
-                  opts=self.opts)
+        kw = dict(kernel_init=INIT, opts=self.opts)
         for idx, (name, filters) in enumerate(self.convs):
             x = blocks.conv2d_block(x, filters, name=name,
                                     normalization="instance" if idx < 2 else None, **kw)
@@ -59,7 +56,7 @@ class Encoder(nn.Module):
         return layers.reshape(x, self.reshape)
 
 
-class Decoder(nn.Module):
+class Decoder(FaceDecoder):
     """5x5 upscale stages, then the face output; a 3x3 mask branch from the input when asked.
 
     A stage with a residual block upscales without activation and adds LeakyReLU 0.2 before
@@ -67,44 +64,35 @@ class Decoder(nn.Module):
     """
 
     stages: tuple[tuple[str, int, str | None, float], ...]  # (upscale, filters, residual, rate)
-    face_out: str
-    mask: Layers = ()
-    mask_out: str | None = None
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
+        kw = dict(kernel_init=INIT, opts=self.opts)
         face, dropouts = x, 0
         for up, filters, res, rate in self.stages:
-            face = blocks.upscale_block(face, filters, name=up, kernel_size=5, kernel_init=INIT,
+            face = blocks.upscale_block(face, filters, name=up, kernel_size=5,
                                         activation=None if res else "leakyrelu", **kw)
             if res is not None:
                 face = blocks.residual_block(layers.leaky_relu(face, 0.2), filters, name=res,
-                                             kernel_init=INIT, **kw)
+                                             **kw)
             if rate:
                 name = f"spatial_dropout2d_{dropouts}" if dropouts else "spatial_dropout2d"
                 face = blocks.Dropout(rate, spatial=True, name=name)(face)
                 dropouts += 1
-        out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, **kw),)}
-        if self.mask_out is not None:
-            out["mask"] = learned_mask(x, self.mask, self.mask_out, **kw)
-        return out
+        return self.outputs(face, x)
 
 
-def _sizes(opts: UnbalancedConfig, lowmem: bool) -> dict[str, int]:
+def _sizes(cfg: UnbalancedConfig, lowmem: bool) -> dict[str, int]:
     """The widths the model is built with: the options, or lowmem's fixed values."""
     if lowmem:
         return LOWMEM
-    return dict(complexity_encoder=opts.complexity_encoder, nodes=opts.nodes, dense_dim=512,
-                complexity_decoder_a=opts.complexity_decoder_a,
-                complexity_decoder_b=opts.complexity_decoder_b)
+    return dict(complexity_encoder=cfg.complexity_encoder, nodes=cfg.nodes, dense_dim=512,
+                complexity_decoder_a=cfg.complexity_decoder_a,
+                complexity_decoder_b=cfg.complexity_decoder_b)
 
 
 def _decoder(names: blocks.Namer, side: str, sizes: dict[str, int], lowmem: bool,
-             learn_mask: bool, **kw: Any) -> Decoder:
+             learn_mask: bool, opts: blocks.BlockOptions) -> Decoder:
     """One side's decoder, its layer names requested in Faceswap's order (face, then mask)."""
     if side == "a":
         c = sizes["complexity_decoder_a"]
@@ -122,26 +110,23 @@ def _decoder(names: blocks.Namer, side: str, sizes: dict[str, int], lowmem: bool
         stages += ((names(f"upscale_{c // 4}"), c // 4, None, 0.0),)
         mask = (c, c, c // 2, c // 4)
     fields: dict[str, Any] = {"stages": stages, "face_out": names(f"face_out_{side}")}
-    if learn_mask:
-        fields["mask"] = upscales(names, mask)
-        fields["mask_out"] = names(f"mask_out_{side}")
-    return Decoder(**fields, **kw)
+    fields |= mask_layers(names, mask, f"mask_out_{side}", learn_mask)
+    return Decoder(**fields, opts=opts)
 
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds Unbalanced with Faceswap's layer names (counters shared across sub-models)."""
-    kw = model_kwargs(config)
-    opts: UnbalancedConfig = config.model.unbalanced
+    cfg: UnbalancedConfig = config.model.unbalanced
+    opts = model_options(config)
     lowmem, learn_mask = config.model.lowmem, config.loss.learn_mask
-    sizes = _sizes(opts, lowmem)
-    grid, depth = opts.input_size // 16, sizes["dense_dim"]
+    sizes = _sizes(cfg, lowmem)
+    grid, depth = cfg.input_size // 16, sizes["dense_dim"]
     names = blocks.Namer()
     ce = sizes["complexity_encoder"]
-    encoder = Encoder(convs=tuple((names(f"conv_{f}"), f) for f in (ce, 2 * ce, 4 * ce, 6 * ce,
-                                                                    8 * ce)),
+    encoder = Encoder(convs=conv_blocks(names, (ce, 2 * ce, 4 * ce, 6 * ce, 8 * ce)),
                       dense=(("dense", sizes["nodes"]), ("dense_1", grid * grid * depth)),
-                      reshape=(grid, grid, depth), **kw)
+                      reshape=(grid, grid, depth), opts=opts)
 
-    decoders = [_decoder(names, side, sizes, lowmem, learn_mask, **kw) for side in "ab"]
-    return ModelSpec(SharedEncoder(encoder, *decoders), "unbalanced", opts.input_size,
-                     (opts.input_size,), learn_mask)
+    decoders = [_decoder(names, side, sizes, lowmem, learn_mask, opts) for side in "ab"]
+    return ModelSpec(SharedEncoder(encoder, *decoders), "unbalanced", cfg.input_size,
+                     (cfg.input_size,), learn_mask)

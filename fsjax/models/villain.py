@@ -12,16 +12,14 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from fsjax.config import ExperimentConfig
 from fsjax.models.common import (
-    Layers,
+    FaceDecoder,
     ModelSpec,
     SharedEncoder,
-    learned_mask,
-    model_kwargs,
-    upscales,
+    mask_layers,
+    model_options,
 )
 from fsjax.nn import blocks, layers
 
@@ -35,14 +33,11 @@ class Encoder(nn.Module):
 
     names: tuple[str, ...]  # conv_128 x4, residuals, separable 256, conv_512, [separable 1024],
     lowmem: bool = False    # upscale_512, in build order
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
     opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kw = dict(kernel_init=INIT, dtype=self.dtype, param_dtype=self.param_dtype,
-                  opts=self.opts)
+        kw = dict(kernel_init=INIT, opts=self.opts)
         names = iter(self.names)
         stem = blocks.conv2d_block(x, 128, name=next(names), activation=None, **kw)
         x = layers.leaky_relu(stem, 0.2)
@@ -57,43 +52,30 @@ class Encoder(nn.Module):
         if not self.lowmem:
             x = blocks.separable_conv2d_block(x, 1024, name=next(names), **kw)
         x = layers.flatten(x)
-        x = nn.Dense(512 if self.lowmem else 1024, kernel_init=INIT, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name="dense")(x)
-        x = nn.Dense(8 * 8 * 1024, kernel_init=INIT, dtype=self.dtype,
-                     param_dtype=self.param_dtype, name="dense_1")(x)
+        x = blocks.dense(x, 512 if self.lowmem else 1024, name="dense", **kw)
+        x = blocks.dense(x, 8 * 8 * 1024, name="dense_1", **kw)
         x = layers.reshape(x, (8, 8, 1024))
         return blocks.upscale_block(x, 512, name=next(names), **kw)
 
 
-class Decoder(nn.Module):
+class Decoder(FaceDecoder):
     """(upscale without activation, LeakyReLU 0.2, residual) x3, then the face output."""
 
     stages: tuple[tuple[str, str, int], ...]
-    face_out: str
-    mask: Layers = ()
-    mask_out: str | None = None
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS
 
     @nn.compact
     def __call__(self, x: jax.Array) -> dict[str, Any]:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, opts=self.opts)
+        kw = dict(kernel_init=INIT, opts=self.opts)
         face = x
         for up, res, filters in self.stages:
-            face = blocks.upscale_block(face, filters, name=up, activation=None,
-                                        kernel_init=INIT, **kw)
-            face = blocks.residual_block(layers.leaky_relu(face, 0.2), filters, name=res,
-                                         kernel_init=INIT, **kw)
-        out = {"faces": (blocks.conv2d_output(face, 3, 5, name=self.face_out, **kw),)}
-        if self.mask_out is not None:
-            out["mask"] = learned_mask(x, self.mask, self.mask_out, **kw)
-        return out
+            face = blocks.upscale_block(face, filters, name=up, activation=None, **kw)
+            face = blocks.residual_block(layers.leaky_relu(face, 0.2), filters, name=res, **kw)
+        return self.outputs(face, x)
 
 
 def build(config: ExperimentConfig) -> ModelSpec:
     """Builds Villain with Faceswap's layer names (counters shared across sub-models)."""
-    kw = model_kwargs(config)
+    opts = model_options(config)
     lowmem, learn_mask = config.model.lowmem, config.loss.learn_mask
     names = blocks.Namer()
     encoder_names = [names("conv_128")]
@@ -102,14 +84,12 @@ def build(config: ExperimentConfig) -> ModelSpec:
     encoder_names += [names("separableconv2d_256"), names("conv_512")]
     encoder_names += [] if lowmem else [names("separableconv2d_1024")]
     encoder_names += [names("upscale_512")]
-    encoder = Encoder(tuple(encoder_names), lowmem, **kw)
+    encoder = Encoder(tuple(encoder_names), lowmem, opts)
     decoders = []
     for side in "ab":
         stages = tuple((names(f"upscale_{f}"), names(f"residual_{f}"), f) for f in (512, 256, 128))
         fields: dict[str, Any] = {"stages": stages, "face_out": names(f"face_out_{side}")}
-        if learn_mask:
-            fields["mask"] = upscales(names, (512, 256, 128))
-            fields["mask_out"] = names(f"mask_out_{side}")
-        decoders.append(Decoder(**fields, **kw))
+        fields |= mask_layers(names, (512, 256, 128), f"mask_out_{side}", learn_mask)
+        decoders.append(Decoder(**fields, opts=opts))
     return ModelSpec(SharedEncoder(encoder, *decoders), "villain", INPUT_SIZE, OUTPUT_SIZES,
                      learn_mask)

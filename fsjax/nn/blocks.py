@@ -6,8 +6,9 @@ the same flat parameter names (`encoder/conv_128_0_conv2d/kernel`), the blocks h
 called inside a parent's `@nn.compact` method; only layers that own parameters are Linen modules.
 Layer names are always passed in explicitly (see `Namer`) instead of coming from Faceswap's
 process-wide counter; parameter-free layers come from `fsjax.nn.layers`, so they carry their Keras
-names too (for export). Every block takes `opts` (`BlockOptions`: Faceswap's icnr_init,
-conv_aware_init and reflect_padding switches) and applies it where Faceswap does.
+names too (for export). Every block takes `opts` (`BlockOptions`): Faceswap's icnr_init,
+conv_aware_init and reflect_padding switches, applied where Faceswap does, and the precision
+policy whose dtypes its layers compute in and keep their parameters in.
 
 Randomness during training (dropout, Gaussian noise) draws from the `dropout` PRNG stream; when
 the caller gives none (init, previews, conversion) those layers are the identity, like Keras
@@ -75,7 +76,7 @@ class PReLU(nn.Module):
 
 
 def activate(x: jax.Array, activation: str | None, *, name: str, relu_alpha: float = 0.1,
-             param_dtype: Dtype = jnp.float32) -> jax.Array:
+             opts: BlockOptions = DEFAULT_OPTIONS) -> jax.Array:
     """Faceswap's block activations: `leakyrelu`, `swish` (β=1), `prelu` (`{name}_prelu`), None."""
     if activation is None:
         return x
@@ -84,16 +85,16 @@ def activate(x: jax.Array, activation: str | None, *, name: str, relu_alpha: flo
     if activation == "swish":
         return layers.swish(x, name=f"{name}_swish")
     if activation == "prelu":
-        return PReLU(param_dtype=param_dtype, name=f"{name}_prelu")(x)
+        return PReLU(param_dtype=opts.policy.param_dtype, name=f"{name}_prelu")(x)
     raise ValueError(f"unknown activation {activation!r}")
 
 
-def normalize(x: jax.Array, normalization: str | None, *, name: str, dtype: Dtype = jnp.float32,
-              param_dtype: Dtype = jnp.float32) -> jax.Array:
+def normalize(x: jax.Array, normalization: str | None, *, name: str,
+              opts: BlockOptions = DEFAULT_OPTIONS) -> jax.Array:
     """Conv2DBlock's optional norm: `instance` (Faceswap's) or `batch` (Keras)."""
     if normalization is None:
         return x
-    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    kw = opts.policy.layer_kwargs()
     if normalization == "instance":
         return InstanceNormalization(**kw, name=f"{name}_instancenorm")(x)
     if normalization == "batch":
@@ -116,8 +117,6 @@ def conv2d_block(
     kernel_init: Initializer | None = None,
     is_upscale: bool = False,
     opts: BlockOptions = DEFAULT_OPTIONS,
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
     """Faceswap's `Conv2DBlock`: [reflect pad], conv `{name}_conv2d` (or depthwise
     `{name}_dwconv2d`, `filters` ignored), [norm], [activation]."""
@@ -126,15 +125,15 @@ def conv2d_block(
         x = layers.reflection_padding(x, kernel_size, strides, name=f"{name}_reflectionpadding2d")
         padding = "VALID"
     init = opts.kernel_init(kernel_init, is_upscale=is_upscale)
-    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    kw = opts.policy.layer_kwargs()
     if use_depthwise:
         x = DepthwiseConv2D(kernel_size, strides, padding, kernel_init=init, **kw,
                             name=f"{name}_dwconv2d")(x)
     else:
         x = Conv2D(filters, kernel_size, strides, padding, use_bias, kernel_init=init, **kw,
                    name=f"{name}_conv2d")(x)
-    x = normalize(x, normalization, name=name, **kw)
-    return activate(x, activation, name=name, relu_alpha=relu_alpha, param_dtype=param_dtype)
+    x = normalize(x, normalization, name=name, opts=opts)
+    return activate(x, activation, name=name, relu_alpha=relu_alpha, opts=opts)
 
 
 def conv2d_output(
@@ -144,12 +143,10 @@ def conv2d_output(
     *,
     name: str,
     opts: BlockOptions = DEFAULT_OPTIONS,
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
     """Faceswap's `Conv2DOutput`: conv `{name}_conv2d` then a sigmoid computed in float32."""
-    x = Conv2D(filters, kernel_size, 1, kernel_init=opts.kernel_init(None), dtype=dtype,
-               param_dtype=param_dtype, name=f"{name}_conv2d")(x)
+    x = Conv2D(filters, kernel_size, 1, kernel_init=opts.kernel_init(None),
+               **opts.policy.layer_kwargs(), name=f"{name}_conv2d")(x)
     return layers.activation(x, "sigmoid", name=name)
 
 
@@ -165,15 +162,13 @@ def upscale_block(
     normalization: str | None = None,
     kernel_init: Initializer | None = None,
     opts: BlockOptions = DEFAULT_OPTIONS,
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
     """Faceswap's sub-pixel `UpscaleBlock`: a stride-1 Conv2DBlock to filters*scale^2 (norm and
     activation act before the shuffle), then the pixel shuffle."""
     x = conv2d_block(
         x, filters * scale * scale, name=f"{name}_conv2d", kernel_size=kernel_size, strides=1,
         relu_alpha=relu_alpha, activation=activation, normalization=normalization,
-        kernel_init=kernel_init, is_upscale=True, opts=opts, dtype=dtype, param_dtype=param_dtype,
+        kernel_init=kernel_init, is_upscale=True, opts=opts,
     )
     return layers.pixel_shuffle(x, scale, name=f"{name}_pixelshuffler")
 
@@ -192,8 +187,6 @@ def upscale2x_block(
     fast: bool = False,
     kernel_init: Initializer | None = None,
     opts: BlockOptions = DEFAULT_OPTIONS,
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
     """Faceswap's `Upscale2xBlock` (`name` = `upscale2x_{filters}_{fast|hyb}_{n}`, its inner
     UpscaleBlock `upscale_name` = `upscale_{f}_{m}`, named after it).
@@ -202,14 +195,13 @@ def upscale2x_block(
     sr_ratio). Fast: UpSampling(Conv2D(filters, 3)) + UpscaleBlock(filters). `activation` only
     applies to the pixel-shuffle branch.
     """
-    kw = dict(opts=opts, dtype=dtype, param_dtype=param_dtype)
     f = filters if fast else filters - int(filters * sr_ratio)
     shuffled = upscale_block(x, f, name=upscale_name, kernel_size=kernel_size, scale=scale,
-                             activation=activation, kernel_init=kernel_init, **kw)
+                             activation=activation, kernel_init=kernel_init, opts=opts)
     if f <= 0 and not fast:
         return shuffled
-    conv = Conv2D(f, 3, kernel_init=opts.kernel_init(kernel_init, is_upscale=True), dtype=dtype,
-                  param_dtype=param_dtype, name=f"{name}_conv2d")(x)
+    conv = Conv2D(f, 3, kernel_init=opts.kernel_init(kernel_init, is_upscale=True),
+                  **opts.policy.layer_kwargs(), name=f"{name}_conv2d")(x)
     resized = layers.upsampling2d(conv, scale, interpolation, name=f"{name}_upsampling2D")
     if fast:
         return layers.add([resized, shuffled])
@@ -226,18 +218,15 @@ def upscale_resize_images_block(
     scale: int = 2,
     interpolation: str = "bilinear",
     opts: BlockOptions = DEFAULT_OPTIONS,
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
     """Faceswap's `UpscaleResizeImagesBlock` (`upscale_ri_{f}_{n}`): a conv over the resized
     image plus a Keras stride-2 transposed conv (Glorot), then LeakyReLU(0.2) / Swish / PReLU."""
-    kw = dict(dtype=dtype, param_dtype=param_dtype)
+    kw = opts.policy.layer_kwargs()
     resized = layers.resize_images(x, scale, interpolation, name=f"{name}_resize")
     a = Conv2D(filters, kernel_size, kernel_init=opts.kernel_init(None, is_upscale=True), **kw,
                name=f"{name}_conv")(resized)
     b = Conv2DTranspose(filters, 3, 2, **kw, name=f"{name}_convtrans")(x)
-    return activate(layers.add([a, b]), activation, name=name, relu_alpha=0.2,
-                    param_dtype=param_dtype)
+    return activate(layers.add([a, b]), activation, name=name, relu_alpha=0.2, opts=opts)
 
 
 def upscale_dny_block(
@@ -251,8 +240,6 @@ def upscale_dny_block(
     interpolation: str = "bilinear",
     kernel_init: Initializer | None = None,
     opts: BlockOptions = DEFAULT_OPTIONS,
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
     """Faceswap's `UpscaleDNYBlock` (`upscale_dny_{f}_{n}`): bilinear upsampling then two
     stride-1 Conv2DBlocks `{name}_conv2d_1`, `{name}_conv2d_2` with LeakyReLU(0.2)."""
@@ -260,8 +247,7 @@ def upscale_dny_block(
     for idx in (1, 2):
         x = conv2d_block(x, filters, name=f"{name}_conv2d_{idx}", kernel_size=kernel_size,
                          strides=1, relu_alpha=0.2, activation=activation,
-                         kernel_init=kernel_init, is_upscale=True, opts=opts, dtype=dtype,
-                         param_dtype=param_dtype)
+                         kernel_init=kernel_init, is_upscale=True, opts=opts)
     return x
 
 
@@ -274,12 +260,10 @@ def residual_block(
     use_bias: bool = True,
     kernel_init: Initializer | None = None,
     opts: BlockOptions = DEFAULT_OPTIONS,
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
 ) -> jax.Array:
     """Faceswap's `ResidualBlock`: [reflect] conv, LeakyReLU(0.2), [reflect] conv (initialised
     small: VarianceScaling 0.2), add the input, LeakyReLU(0.2)."""
-    kw = dict(use_bias=use_bias, dtype=dtype, param_dtype=param_dtype)
+    kw = dict(use_bias=use_bias, **opts.policy.layer_kwargs())
     padding = "VALID" if opts.reflect_padding else "SAME"
     inits = (opts.kernel_init(kernel_init), opts.kernel_init(residual_second_init))
     y = x
@@ -300,23 +284,19 @@ def dense(
     *,
     name: str,
     kernel_init: Initializer = glorot_uniform,
-    opts: BlockOptions = DEFAULT_OPTIONS,  # noqa: ARG001  Faceswap's switches skip Dense layers
-    dtype: Dtype = jnp.float32,
-    param_dtype: Dtype = jnp.float32,
+    opts: BlockOptions = DEFAULT_OPTIONS,
 ) -> jax.Array:
-    """A plain Keras Dense layer: Glorot-uniform kernel unless given, zero bias, no activation."""
-    return nn.Dense(
-        features, kernel_init=kernel_init, dtype=dtype, param_dtype=param_dtype, name=name
-    )(x)
+    """A plain Keras Dense layer: Glorot-uniform kernel unless given, zero bias, no activation.
+    Only `opts.policy` applies: Faceswap's build switches skip Dense layers."""
+    return nn.Dense(features, kernel_init=kernel_init, **opts.policy.layer_kwargs(), name=name)(x)
 
 
 def separable_conv2d_block(x: jax.Array, filters: int, *, name: str, kernel_size: int = 5,
                            strides: int = 2, kernel_init: Initializer | None = None,
-                           opts: BlockOptions = DEFAULT_OPTIONS, dtype: Dtype = jnp.float32,
-                           param_dtype: Dtype = jnp.float32) -> jax.Array:
+                           opts: BlockOptions = DEFAULT_OPTIONS) -> jax.Array:
     """Faceswap's `SeparableConv2DBlock`: separable conv (`{name}_seperableconv2d`, sic), ReLU."""
     x = SeparableConv2D(filters, kernel_size, strides, kernel_init=opts.kernel_init(kernel_init),
-                        dtype=dtype, param_dtype=param_dtype, name=f"{name}_seperableconv2d")(x)
+                        **opts.policy.layer_kwargs(), name=f"{name}_seperableconv2d")(x)
     return layers.activation(x, "relu", name=f"{name}_relu")
 
 

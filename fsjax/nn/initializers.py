@@ -13,6 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fsjax.nn.precision import Policy
+
 Initializer = Callable[..., jax.Array]
 
 he_uniform = nn.initializers.variance_scaling(2.0, "fan_in", "uniform")
@@ -89,11 +91,13 @@ def convolution_aware(eps_std: float = 0.05) -> Initializer:
 @dataclasses.dataclass(frozen=True)
 class BlockOptions:
     """Faceswap's global build switches (`icnr_init`, `conv_aware_init`, `reflect_padding`),
-    locked when a model is created. Every block takes one and applies it as Faceswap does."""
+    locked when a model is created, and the precision policy of its layers. Every block and
+    sub-model takes this one object and applies it as Faceswap does."""
 
     icnr_init: bool = False
     conv_aware_init: bool = False
     reflect_padding: bool = False
+    policy: Policy = Policy()
 
     def kernel_init(self, given: Initializer | None, *, is_upscale: bool = False) -> Initializer:
         """The kernel initializer of a Faceswap conv wrapper (models.md §1.2): conv-aware replaces

@@ -28,7 +28,7 @@ from fsjax.config import ConfigError, ExperimentConfig
 from fsjax.data import faces
 from fsjax.data.faces import DataError
 from fsjax.data.header import FaceFileError
-from fsjax.preview import write_preview
+from fsjax.training.preview import write_preview
 
 DEFAULT_BATCH = 16  # Faceswap's convert_batchsize default
 
@@ -38,8 +38,8 @@ def load_model(model_dir: pathlib.Path) -> tuple[ExperimentConfig, Any, dict[str
     Faceswap model file in a Faceswap model folder."""
     from fsjax.checkpoint.manager import Checkpoints
     from fsjax.config.faceswap_state import experiment_from_folder
+    from fsjax.interop.keras_import import MODEL_SUFFIXES, load
     from fsjax.models import get_model_module
-    from fsjax.tools.import_keras import MODEL_SUFFIXES, load
 
     model_dir = pathlib.Path(model_dir)
     if any(p.suffix in MODEL_SUFFIXES for p in model_dir.glob("*")) and not any(

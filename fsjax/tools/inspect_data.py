@@ -35,8 +35,8 @@ import numpy as np
 from fsjax.config import AugmentConfig, ConfigError, ExperimentConfig
 from fsjax.data.augment import MASK_KEYS
 from fsjax.data.faces import FaceMeta, SampleSpec, load_sample
-from fsjax.preview import MASK_COLOR_BGR, MASK_OPACITY, write_preview
 from fsjax.train import parse_cli
+from fsjax.training.preview import MASK_COLOR_BGR, MASK_OPACITY, write_preview
 
 PROG = "python -m fsjax.tools.inspect_data"
 MIN_TILE = 128  # smallest tile side in the grid, so 64 px faces stay readable

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import pathlib
 import sys
+from collections.abc import Callable
 
 import jax
 import numpy as np
 
 from fsjax.config import ExperimentConfig
 from fsjax.data import faces
+from fsjax.training.logs import console
 
 
 def sample_spec(config: ExperimentConfig, process_size: int) -> faces.SampleSpec:
@@ -32,44 +34,44 @@ def sample_spec(config: ExperimentConfig, process_size: int) -> faces.SampleSpec
     )
 
 
-def face_folders(config: ExperimentConfig) -> tuple[pathlib.Path, pathlib.Path]:
+def face_folders(config: ExperimentConfig, say: Callable[..., None] = console
+                 ) -> tuple[pathlib.Path, pathlib.Path]:
     """The user's folders, or the demo set (written on first use)."""
     if not config.data.uses_demo:
         return pathlib.Path(config.data.faces_a), pathlib.Path(config.data.faces_b)
     from fsjax.data import demo  # only the demo run needs the face generator
 
     root = config.data.demo_dir or demo.default_demo_dir()
-    print(f"No face folders given: using the built-in demo faces in {root}", flush=True)
+    say(f"No face folders given: using the built-in demo faces in {root}")
     return demo.write_demo_faces(pathlib.Path(root), seed=0)
 
 
 def scan_side(side: str, folder: pathlib.Path, on_bad: str, stored_mask: str | None = None, *,
-              batch_size: int | None = None, demo: bool = False) -> list[faces.FaceMeta]:
-    """Scans one side's folder with a progress line, warning about skipped faces, about fewer
-    faces than Faceswap recommends (not for the demo set, which is small on purpose) and about
-    fewer faces than a batch holds."""
+              batch_size: int | None = None, demo: bool = False,
+              say: Callable[..., None] = console) -> list[faces.FaceMeta]:
+    """Scans one side's folder with a progress line, warning (through `say`) about skipped
+    faces, about fewer faces than Faceswap recommends (not for the demo set, which is small on
+    purpose) and about fewer faces than a batch holds."""
     show = sys.stderr.isatty()
 
     def progress(done: int, total: int) -> None:
         if show and (done == total or done % 50 == 0):
             end = "\n" if done == total else ""
-            print(f"\rScanning side {side}: {done}/{total} files", end=end, file=sys.stderr,
-                  flush=True)
+            say(f"\rScanning side {side}: {done}/{total} files", end=end, error=True)
 
     scan = faces.scan_faces(folder, on_bad=on_bad, progress=progress, stored_mask=stored_mask)
     if scan.skipped:
         listed = "".join(f"\n  {path}: {reason}" for path, reason in scan.skipped[:20])
         more = f"\n  ... and {len(scan.skipped) - 20} more" if len(scan.skipped) > 20 else ""
-        print(f"warning: side {side}: skipped {len(scan.skipped)} face files that cannot be "
-              f"used:{listed}{more}", file=sys.stderr, flush=True)
+        say(f"warning: side {side}: skipped {len(scan.skipped)} face files that cannot be "
+            f"used:{listed}{more}", error=True)
     count = len(scan.faces)
     if count < faces.WARN_FACES and not demo:
-        print(f"warning: side {side} has only {count} faces; Faceswap recommends at "
-              f"least {faces.WARN_FACES}", file=sys.stderr, flush=True)
+        say(f"warning: side {side} has only {count} faces; Faceswap recommends at "
+            f"least {faces.WARN_FACES}", error=True)
     if batch_size is not None and batch_size > count:
-        print(f"warning: side {side} has {count} faces, fewer than the batch size "
-              f"{batch_size}: every batch holds some faces more than once", file=sys.stderr,
-              flush=True)
+        say(f"warning: side {side} has {count} faces, fewer than the batch size "
+            f"{batch_size}: every batch holds some faces more than once", error=True)
     return scan.faces
 
 

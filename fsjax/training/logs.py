@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import pathlib
+import sys
 import time
+
+
+def console(line: str, *, error: bool = False, end: str = "\n") -> None:
+    """Prints a line at once (to stderr with `error`: warnings, progress)."""
+    print(line, end=end, file=sys.stderr if error else sys.stdout, flush=True)
 
 
 def status_line(elapsed: float, session_iterations: int, total_iterations: int, loss_a: float,

@@ -9,29 +9,29 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 import pathlib
-import sys
 import time
 from typing import Any
 
 import jax
 import numpy as np
 
-from fsjax.checkpoint import folder, state_file
-from fsjax.checkpoint.lock import ModelLock
+from fsjax.checkpoint import state_file
+from fsjax.checkpoint.lock import take_folder
 from fsjax.checkpoint.manager import Checkpoints, SaveError, free_space
 from fsjax.config import ExperimentConfig
 from fsjax.data import pipeline
 from fsjax.data.stored_masks import STORED_MASK_TYPES
 from fsjax.models import get_model_module
 from fsjax.optim.optimizers import make_optimizer, optimizer_steps
-from fsjax.preview import PreviewWriter
-from fsjax.training import lr_finder, resume, sharding
+from fsjax.training import lr_finder, resume
 from fsjax.training.inputs import data_seed, face_folders, sample_spec, scan_side
-from fsjax.training.logs import MetricLogger, status_line
+from fsjax.training.logs import status_line
+from fsjax.training.outputs import Outputs
+from fsjax.training.preview import PreviewWriter, write_preview
+from fsjax.training.runtime import Runtime
 from fsjax.training.state import TrainState
-from fsjax.training.step import init_state, make_init_fn, make_train_step
+from fsjax.training.step import FINITE, init_state, make_init_fn, make_train_step
 from fsjax.training.stop import StopRequest
 
 
@@ -62,118 +62,124 @@ def train_and_evaluate(
     spec_model = get_model_module(config.model.name).build(config)
     name = spec_model.name
 
+    runtime = Runtime.create(config)
+    out = Outputs(runtime.is_primary, model_dir, name)
     # Everything that reads user input happens before the model is built.
-    folder_a, folder_b = face_folders(config)
+    folder_a, folder_b = face_folders(config, out.say)
     stored_mask = config.loss.mask_type if config.loss.mask_type in STORED_MASK_TYPES else None
-    sides = dict(batch_size=config.train.batch_size, demo=config.data.uses_demo)
+    sides = dict(batch_size=config.train.batch_size, demo=config.data.uses_demo, say=out.say)
     metas_a = scan_side("A", folder_a, config.data.bad_faces, stored_mask, **sides)
     metas_b = scan_side("B", folder_b, config.data.bad_faces, stored_mask, **sides)
-    mesh = sharding.make_mesh()
-    sharding.check_batch_size(config.train.batch_size, mesh)
-    lock = _take_folder(model_dir)  # held until this function returns, however it returns
+    plan = _Plan.make(config, spec_model)
+    runtime = runtime.with_state(jax.eval_shape(plan.init_fn, plan.init_key))
+    # The primary process owns the folder: it alone locks it and writes its files.
+    lock = take_folder(model_dir) if runtime.is_primary else None
     try:
         model_state = open_model_state(model_dir, name, config)
-        return _train(config, stop, model_dir, spec_model, model_state, mesh,
+        return _train(config, stop, spec_model, model_state, runtime, out, plan,
                       (metas_a, metas_b), (folder_a, folder_b))
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
-def _train(config: ExperimentConfig, stop: StopRequest, model_dir: pathlib.Path, spec_model: Any,
-           model_state: dict, mesh: Any, metas: tuple, folders: tuple) -> TrainState:
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """The run's keys, the sub-models it freezes or loads, and its state's initializer."""
+
+    init_key: jax.Array
+    train_key: jax.Array
+    data_key: jax.Array
+    frozen: tuple[str, ...]
+    load_layers: tuple[str, ...]
+    base_tx: Any
+    init_fn: Any
+
+    @classmethod
+    def make(cls, config: ExperimentConfig, spec_model: Any) -> _Plan:
+        init_key, train_key, data_key = jax.random.split(jax.random.key(config.train.seed), 3)
+        available = list(jax.eval_shape(spec_model.module.init, init_key, *[jax.ShapeDtypeStruct(
+            (1, spec_model.input_size, spec_model.input_size, 3), np.float32)] * 2)["params"])
+        train = config.train
+        frozen = (resume.resolve_layers(train.freeze_layers, available, "train.freeze_layers")
+                  if train.freeze_weights else ())
+        load_layers = (resume.resolve_layers(train.load_layers, available, "train.load_layers")
+                       if train.load_weights is not None else ())
+        base_tx = make_optimizer(config.optimizer)  # the state layout; the rate comes later
+        init_fn = make_init_fn(spec_model.module, base_tx, spec_model.input_size, frozen)
+        return cls(init_key, train_key, data_key, frozen, load_layers, base_tx, init_fn)
+
+
+def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_state: dict,
+           runtime: Runtime, out: Outputs, plan: _Plan, metas: tuple,
+           folders: tuple) -> TrainState:
     """The run itself, once the inputs are checked and the folder is locked."""
-    name = spec_model.name
+    name, model_dir = spec_model.name, out.model_dir
     (metas_a, metas_b), (folder_a, folder_b) = metas, folders
     spec = sample_spec(config, max((spec_model.input_size,) + spec_model.output_sizes))
-    print(f"Faces: A {len(metas_a)} in {folder_a}, B {len(metas_b)} in {folder_b}", flush=True)
+    session_id = state_file.next_session_id(model_state)
+    out.open_logs(None if config.train.no_logs
+                  else model_dir / f"{name}_logs" / f"session_{session_id}" / "train")
+    out.say(f"Faces: A {len(metas_a)} in {folder_a}, B {len(metas_b)} in {folder_b}")
 
-    init_key, train_key, data_key = jax.random.split(jax.random.key(config.train.seed), 3)
-    repl = sharding.replicated(mesh)
-    available = list(jax.eval_shape(spec_model.module.init, init_key, *[jax.ShapeDtypeStruct(
-        (1, spec_model.input_size, spec_model.input_size, 3), np.float32)] * 2)["params"])
-    frozen = (resume.resolve_layers(config.train.freeze_layers, available, "train.freeze_layers")
-              if config.train.freeze_weights else ())
-    load_layers = (resume.resolve_layers(config.train.load_layers, available, "train.load_layers")
-                   if config.train.load_weights is not None else ())
-    base_tx = make_optimizer(config.optimizer)  # the state layout; the rate comes later
-    init_fn = make_init_fn(spec_model.module, base_tx, spec_model.input_size, frozen)
-    fresh = functools.partial(init_state, spec_model.module, base_tx, spec_model.input_size,
-                              init_key, repl, frozen)
-    folder.remove_leftovers(model_dir, name)  # under the lock: no other run is saving here
-    checkpoints = Checkpoints(model_dir, name)
+    frozen = plan.frozen
+    fresh = functools.partial(init_state, spec_model.module, plan.base_tx, spec_model.input_size,
+                              plan.init_key, runtime.state_sharding, frozen)
+    out.remove_leftovers()  # under the lock: no other run is saving here
+    checkpoints = Checkpoints(model_dir, name, primary=runtime.is_primary)
     iterator = pipeline.make_train_iter(
         metas_a, metas_b, spec, config.augment, batch_size=config.train.batch_size,
-        seed=data_seed(data_key), num_processes=config.data.num_processes,
+        seed=data_seed(plan.data_key), num_processes=config.data.num_processes,
         pre_fetch=config.data.pre_fetch, shard_index=jax.process_index(),
         shard_count=jax.process_count(),
     )
     session = None
     remove_handlers = stop.install()
     try:
-        state, iter_state, report = resume.restore_or_init(checkpoints, init_fn, fresh, init_key,
-                                                           repl)
+        state, iter_state, report = resume.restore_or_init(
+            checkpoints, plan.init_fn, fresh, plan.init_key, runtime.leaf_sharding, out.say)
         if iter_state is not None:
             if iter_state:
                 iterator.set_state(iter_state)
             else:  # a model imported from Faceswap: no fsjax data order to continue
-                print("The data order starts afresh (no fsjax loader state in this save)",
-                      flush=True)
-            print(f"Resuming '{name}' in {model_dir} at iteration {int(state.step)}", flush=True)
+                out.say("The data order starts afresh (no fsjax loader state in this save)")
+            out.say(f"Resuming '{name}' in {model_dir} at iteration {int(state.step)}")
             if config.train.load_weights is not None:
-                print("--load-weights is ignored: it only applies to a new model", flush=True)
+                out.say("--load-weights is ignored: it only applies to a new model")
         else:
-            print(f"New '{name}' model in {model_dir}", flush=True)
+            out.say(f"New '{name}' model in {model_dir}")
             if config.train.load_weights is not None:
-                state = resume.load_weights(state, config.train.load_weights, name, load_layers,
-                                            repl)
+                state = resume.load_weights(state, config.train.load_weights, name,
+                                            plan.load_layers, runtime.leaf_sharding, out.say)
         if frozen:
-            print(f"Frozen (not trained): {', '.join(frozen)}", flush=True)
-        session = _Session(config, name, model_dir, model_state, checkpoints, iterator,
-                           spec_model, (metas_a, metas_b, spec), mesh)
+            out.say(f"Frozen (not trained): {', '.join(frozen)}")
+        session = _Session(config, name, model_dir, model_state, session_id, checkpoints,
+                           iterator, spec_model, (metas_a, metas_b, spec), runtime, out)
         if (config.train.use_lr_finder and iter_state is None
                 and (model_state.get("lr_finder") or -1) <= 0):
-            state = session.find_learning_rate(state, train_key, frozen)
+            state = session.find_learning_rate(state, plan.train_key, frozen)
             if config.optimizer.lr_finder_mode == "graph_and_exit":
                 return state
         learning_rate = resume.session_learning_rate(config, state, report,
-                                                     model_state.get("lr_finder"))
+                                                     model_state.get("lr_finder"), out.say)
         start = int(jax.device_get(optimizer_steps(state.opt_state)))
         if config.train.warmup:
-            print(f"Learning rate warmup: 0 to {learning_rate:.1e} over the first "
-                  f"{config.train.warmup} optimizer steps", flush=True)
+            out.say(f"Learning rate warmup: 0 to {learning_rate:.1e} over the first "
+                    f"{config.train.warmup} optimizer steps")
         tx = make_optimizer(config.optimizer, resume.session_schedule(
             learning_rate, config.train.warmup, start))
-        step = make_train_step(spec_model.module, tx, config.loss, mesh, spec_model.input_size,
-                               frozen)
-        state = session.run(state, step, train_key, stop)
+        step = make_train_step(spec_model.module, tx, config.loss, runtime,
+                               spec_model.input_size, frozen)
+        state = session.run(state, step, plan.train_key, stop)
     finally:
         remove_handlers()
         if session is not None:
             session.close()
         else:
+            out.close()
             checkpoints.close()
             iterator.close()
     return state
-
-
-def _take_folder(model_dir: pathlib.Path) -> ModelLock:
-    """Creates and locks the model folder and checks that files can be written in it, so that a
-    folder that cannot hold the saves stops the run before anything is built."""
-    try:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        lock = ModelLock(model_dir)
-    except OSError as err:
-        raise state_file.ModelFolderError(f"{model_dir}: cannot create or lock the model folder: "
-                               f"{err.strerror or err}") from None
-    probe = model_dir / f".fsjax-write-test-{os.getpid()}"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        lock.release()
-        raise state_file.ModelFolderError(f"{model_dir}: cannot write in the model folder: "
-                               f"{err.strerror or err}") from None
-    return lock
 
 
 @dataclasses.dataclass
@@ -184,21 +190,18 @@ class _Session:
     name: str
     model_dir: pathlib.Path
     model_state: dict
+    session_id: int
     checkpoints: Checkpoints
     iterator: Any
     spec_model: Any
     preview_source: tuple
-    mesh: Any
+    runtime: Runtime
+    out: Outputs
 
     def __post_init__(self) -> None:
-        self.session_id = state_file.next_session_id(self.model_state)
         self.started = time.time()
         self.iterations = 0
         self.history: list[float] = []
-        self.logger = MetricLogger(
-            None if self.config.train.no_logs
-            else self.model_dir / f"{self.name}_logs" / f"session_{self.session_id}" / "train"
-        )
         self._preview: PreviewWriter | None = None
         self.timed_from: tuple[float, int] | None = None
 
@@ -207,60 +210,70 @@ class _Session:
         target = self.config.target_iterations
         total = int(jax.device_get(state.step))
         if total >= target:
-            print(f"Already at {total} iterations (target {target}): nothing to do", flush=True)
+            self.out.say(f"Already at {total} iterations (target {target}): nothing to do")
             return state
-        batch_sharding = sharding.batch_sharded(self.mesh)
-        train_key = jax.device_put(train_key, sharding.replicated(self.mesh))
+        train_key = jax.device_put(train_key, self.runtime.replicated)
         self.saved_at = total
-        pending = None  # the step in flight: its metrics are read once the next one is dispatched
+        every = self.config.train.status_every
+        # Metrics stay on device until they are read: every `status_every` iterations, once the
+        # next step is dispatched, and before every save (all of them at once, one sync).
+        pending: list[tuple[dict[str, jax.Array], int]] = []
         while total < target and not stop:
-            batch = sharding.to_global(next(self.iterator), batch_sharding)
+            batch = self.runtime.to_global(next(self.iterator))
             state, metrics = step_fn(state, batch, train_key)
-            if pending is not None:
-                self._report(*pending)
+            if len(pending) >= every:
+                self._report(pending)
+                pending = []
             total += 1
             self.iterations += 1
-            pending = (metrics, total)
+            pending.append((metrics, total))
             # Faceswap saves at the first iteration of a session and every save interval (both
             # counted per session); snapshots go by total iterations and need a fresh save.
             snapshot = self.config.train.snapshot_interval
             snapshot_due = bool(snapshot) and total % snapshot == 0
             if (self.iterations == 1 or self.iterations % self.config.train.save_interval == 0
                     or snapshot_due):
-                self._report(*pending)  # the NaN check runs before anything is saved
-                pending = None
+                self._report(pending)  # the NaN check runs before anything is saved
+                pending = []
                 self.save(state, exit=total >= target or bool(stop), snapshot=snapshot_due)
-        if pending is not None:
-            self._report(*pending)
+        if pending:
+            self._report(pending)
         if self.iterations:  # the exit save: only the optimizer is added if this step is saved
             self.save(state, exit=True)
         reason = "target reached" if total >= target else "stop requested"
-        print(f"Stopped at iteration {total} ({reason}); model saved in {self.model_dir}",
-              flush=True)
+        self.out.say(f"Stopped at iteration {total} ({reason}); model saved in {self.model_dir}")
         return state
 
-    def _report(self, metrics: dict[str, jax.Array], total: int) -> None:
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        bad = [f"{k} = {v}" for k, v in sorted(values.items()) if not np.isfinite(v)]
-        if bad and self.config.train.nan_protection:
-            raise FloatingPointError(
-                f"iteration {total}: NaN protection stopped training without saving; not finite: "
-                f"{', '.join(bad)}. The last save (iteration {self.saved_at}) is intact: lower "
-                "the learning rate or roll back to a snapshot"
-            )
-        if bad:
-            print(f"warning: iteration {total}: not finite: {', '.join(bad)} (NaN protection "
-                  "is off)", file=sys.stderr, flush=True)
-        else:
-            self.history.append(values["total"])
+    def _report(self, pending: list[tuple[dict[str, jax.Array], int]]) -> None:
+        """Reads the metrics of the iterations in `pending`; NaN protection judges each of them,
+        TensorBoard gets each, and the status line shows the last."""
+        read = jax.device_get([metrics for metrics, _ in pending])
+        for values, (_, total) in zip(read, pending, strict=True):
+            finite = bool(values.pop(FINITE))
+            values = {k: float(v) for k, v in values.items()}
+            if not finite:
+                self._not_finite(values, total)
+            else:
+                self.history.append(values["total"])
+            self.out.scalars(total, values)
         now = time.time()
         if self.timed_from is None:  # the first step includes compilation: time from its end
             self.timed_from = (now, self.iterations)
         done = self.iterations - self.timed_from[1]
         rate = done * 2 * self.config.train.batch_size / max(now - self.timed_from[0], 1e-9)
-        print(status_line(now - self.started, self.iterations, total, values["loss_a"],
-                          values["loss_b"], rate), flush=True)
-        self.logger.write(total, values)
+        self.out.say(status_line(now - self.started, self.iterations, total, values["loss_a"],
+                                 values["loss_b"], rate))
+
+    def _not_finite(self, values: dict[str, float], total: int) -> None:
+        bad = ", ".join(f"{k} = {v}" for k, v in sorted(values.items()) if not np.isfinite(v))
+        if self.config.train.nan_protection:
+            raise FloatingPointError(
+                f"iteration {total}: NaN protection stopped training without saving; not finite: "
+                f"{bad}. The last save (iteration {self.saved_at}) is intact: lower "
+                "the learning rate or roll back to a snapshot"
+            )
+        self.out.say(f"warning: iteration {total}: not finite: {bad} (NaN protection is off)",
+                     error=True)
 
     def find_learning_rate(self, state: TrainState, train_key: jax.Array,
                            frozen: tuple[str, ...]) -> TrainState:
@@ -268,34 +281,31 @@ class _Session:
         and returns the starting state, restored bit-exactly."""
         opt = self.config.optimizer
         tx = make_optimizer(opt, lr_finder.sweep_schedule(opt.lr_finder_iterations))
-        step = make_train_step(self.spec_model.module, tx, self.config.loss, self.mesh,
+        step = make_train_step(self.spec_model.module, tx, self.config.loss, self.runtime,
                                self.spec_model.input_size, frozen)
-        batch_sharding = sharding.batch_sharded(self.mesh)
-        batches = (sharding.to_global(b, batch_sharding) for b in self.iterator)
+        batches = (self.runtime.to_global(b) for b in self.iterator)
         marks = {opt.lr_finder_iterations * i // 10 for i in range(1, 11)}
 
         def progress(iteration: int, current: float, best: float) -> None:
             if iteration in marks:
-                print(f"Learning rate finder: {iteration}/{opt.lr_finder_iterations}, "
-                      f"current {current:.1e}, best {best:.1e}", flush=True)
+                self.out.say(f"Learning rate finder: {iteration}/{opt.lr_finder_iterations}, "
+                             f"current {current:.1e}, best {best:.1e}")
 
-        print(f"Finding the learning rate over {opt.lr_finder_iterations} iterations...",
-              flush=True)
-        key = jax.device_put(train_key, sharding.replicated(self.mesh))
-        rate, record, initial = lr_finder.find_learning_rate(
+        self.out.say(f"Finding the learning rate over {opt.lr_finder_iterations} iterations...")
+        key = jax.device_put(train_key, self.runtime.replicated)
+        rate, record, state = lr_finder.find_learning_rate(
             state, step, batches, key, iterations=opt.lr_finder_iterations,
             strength=opt.lr_finder_strength, progress=progress)
-        state = jax.device_put(initial, sharding.replicated(self.mesh))
         self.model_state["lr_finder"] = rate
-        print(f"Learning rate finder: {rate:.1e} ({opt.lr_finder_strength})", flush=True)
+        self.out.say(f"Learning rate finder: {rate:.1e} ({opt.lr_finder_strength})")
         if opt.lr_finder_mode != "set":
-            print(f"Learning rate graph: {lr_finder.plot_sweep(record, self.model_dir)}",
-                  flush=True)
-        state_file.write_state(state_file.state_path(self.model_dir, self.name), self.model_state)
+            graph = self.out.graph(functools.partial(lr_finder.plot_sweep, record))
+            self.out.say(f"Learning rate graph: {graph}")
+        self.out.write_state(self.model_state)
         if opt.lr_finder_mode == "graph_and_exit":
             self.checkpoints.save(state, self.iterator.get_state())  # the untrained model, an exit
-            print("lr_finder_mode=graph_and_exit: the rate is stored; stopping before training",
-                  flush=True)
+            self.out.say("lr_finder_mode=graph_and_exit: the rate is stored; stopping before "
+                         "training")
         return state
 
     def save(self, state: TrainState, *, exit: bool = False, snapshot: bool = False) -> None:
@@ -316,17 +326,12 @@ class _Session:
             no_logs=self.config.train.no_logs, config=self.config, started=self.started,
         )
         try:
-            state_file.write_state(state_file.state_path(self.model_dir, self.name),
-                                   self.model_state)
-            state_file.write_text_atomic(self.model_dir / "config.json",
-                                         state_file.experiment_json(self.config))
+            self.out.write_state(self.model_state)
+            self.out.write_config(self.config)
             if backup:
-                folder.write_backup(self.model_dir, self.name, total,
-                                    self.checkpoints.step_directories(total))
+                self.out.backup(total, self.checkpoints.step_directories(total))
             if snapshot:
-                target = folder.copy_save(self.model_dir, self.name,
-                                          self.checkpoints.step_directories(total),
-                                          folder.snapshot_path(self.model_dir, total), logs=True)
+                target = self.out.snapshot(total, self.checkpoints.step_directories(total))
         except OSError as err:
             raise SaveError(
                 f"{self.model_dir}: the save of iteration {total} failed: {err} "
@@ -337,11 +342,11 @@ class _Session:
         line = f"[Saved model] iteration {total}"
         if average is not None:
             line += f" - Average total loss since last save: {average:.5f}"
-        print(line + (" [Model backed up]" if backup else ""), flush=True)
+        self.out.say(line + (" [Model backed up]" if backup else ""))
         if snapshot:
-            print(f"Snapshot of iteration {total} in {target}", flush=True)
+            self.out.say(f"Snapshot of iteration {total} in {target}")
         if not repeat:
-            self.logger.flush()
+            self.out.flush()
             if self.config.train.write_image:
                 self._write_preview(state)
 
@@ -366,10 +371,11 @@ class _Session:
             n = min(self.config.train.preview_images, len(metas_a), len(metas_b))
             self._preview = PreviewWriter(pipeline.preview_batch(metas_a, metas_b, spec, n, seed=0),
                                           self.spec_model)
-        self._preview.write(self.model_dir / "training_preview.png", state.variables())
+        self.out.image(self.model_dir / "training_preview.png",
+                       functools.partial(self._preview.render, state.variables()), write_preview)
 
     def close(self) -> None:
-        self.logger.close()
+        self.out.close()
         self.checkpoints.close()
         self.iterator.close()
 

@@ -101,6 +101,12 @@ def plot_sweep(record: SweepRecord, folder: pathlib.Path, skip_begin: int = 10,
     return path
 
 
+def copy_on_device(tree: Any) -> Any:
+    """A copy of every array in `tree` in new buffers on the same devices, with the same
+    shardings: a donating step may then consume the original."""
+    return jax.tree.map(lambda x: x.copy(), tree)
+
+
 def find_learning_rate(
     state: Any,
     step_fn: Callable[[Any, Any, jax.Array], tuple[Any, dict[str, jax.Array]]],
@@ -114,9 +120,10 @@ def find_learning_rate(
     """Runs the sweep from `state` with `step_fn` (built on `sweep_schedule(iterations)`).
 
     Returns `(rate, record, initial_state)`: the chosen rate, the sweep record and the starting
-    state, copied to the host before the first (donating) step so it comes back bit-exact.
+    state, copied on its devices (same shardings, nothing through the host) before the first,
+    donating, step so it comes back bit-exact.
     """
-    initial = jax.device_get(state)
+    initial = copy_on_device(state)
     schedule = sweep_schedule(iterations)
     record = SweepRecord()
     for iteration in range(1, iterations + 1):

@@ -7,7 +7,6 @@ linear warmup, as an optax schedule over the optimizer's step count.
 from __future__ import annotations
 
 import pathlib
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -16,11 +15,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from fsjax.checkpoint.graft import GraftError, GraftReport, graft, leaf_names
-from fsjax.checkpoint.manager import Checkpoints
+from fsjax.checkpoint.manager import Checkpoints, Placement
 from fsjax.checkpoint.state_file import ModelFolderError
 from fsjax.config import ConfigError, ExperimentConfig
 from fsjax.optim.optimizers import current_learning_rate
+from fsjax.training.logs import console
 from fsjax.training.state import TrainState
+
+Say = Callable[..., None]
+"""Prints a console line, `say(line, error=False)`: the run's `Outputs.say` (primary only)."""
 
 
 def resolve_layers(names: tuple[str, ...], available: list[str], option: str) -> tuple[str, ...]:
@@ -42,7 +45,8 @@ def resolve_layers(names: tuple[str, ...], available: list[str], option: str) ->
 
 def restore_or_init(
     checkpoints: Checkpoints, init_fn: Callable[[jax.Array], TrainState],
-    fresh: Callable[[], TrainState], init_key: jax.Array, sharding: jax.sharding.Sharding,
+    fresh: Callable[[], TrainState], init_key: jax.Array, sharding: Placement,
+    say: Say = console,
 ) -> tuple[TrainState, dict[str, Any] | None, GraftReport | None]:
     """The newest save fitted onto this run's state layout (`init_fn`'s, traced only), its
     iterator state and what was kept; or `fresh()` (no iterator state, no report) when the folder
@@ -51,9 +55,8 @@ def restore_or_init(
         return fresh(), None, None
     saved, iter_state = checkpoints.restore(sharding)
     if "opt_state" not in saved:
-        print(f"The save of iteration {checkpoints.latest_step()} holds no optimizer state "
-              "(optimizer.save_optimizer): the optimizer starts afresh, as in Faceswap",
-              flush=True)
+        say(f"The save of iteration {checkpoints.latest_step()} holds no optimizer state "
+            "(optimizer.save_optimizer): the optimizer starts afresh, as in Faceswap")
     abstract = jax.eval_shape(init_fn, init_key)
     try:
         state, report = graft(abstract, saved)
@@ -62,12 +65,12 @@ def restore_or_init(
     except GraftError as err:
         raise ModelFolderError(f"{checkpoints.directory}: {err}") from err
     if "opt_state" in saved and (message := report.summary()):
-        print(message, flush=True)
+        say(message)
     return state, iter_state, report
 
 
 def load_weights(state: TrainState, folder: pathlib.Path, name: str, layers: tuple[str, ...],
-                 sharding: jax.sharding.Sharding) -> TrainState:
+                 sharding: Placement, say: Say = console) -> TrainState:
     """Copies `layers` (sub-models, with their BatchNorm statistics) from the newest save of the
     fsjax model folder `folder`, which must hold the same plugin; every weight is shape-checked
     and the load is reported."""
@@ -111,8 +114,7 @@ def load_weights(state: TrainState, folder: pathlib.Path, name: str, layers: tup
             if collection == "params":
                 loaded[layer] = sum(int(np.prod(v.shape)) for v in ours.values())
     for layer in layers:
-        print(f"Loaded weights of {layer} ({loaded[layer]:,} parameters) from {folder}",
-              flush=True)
+        say(f"Loaded weights of {layer} ({loaded[layer]:,} parameters) from {folder}")
     params = variables.pop("params")
     return state.replace(params=params, model_state=variables)
 
@@ -126,16 +128,17 @@ def session_schedule(learning_rate: float, warmup: int, start: int) -> Callable[
 
 
 def session_learning_rate(config: ExperimentConfig, state: TrainState,
-                          report: GraftReport | None, found: float | None) -> float:
+                          report: GraftReport | None, found: float | None,
+                          say: Say = console) -> float:
     """The session's base rate: with `--use-lr-finder` the found one (`found`, from the state
     file); else the configured one, or under `optimizer.faceswap_compat` the rate saved with a
     restored optimizer state (Faceswap's bug: torch restores it with the state)."""
     if config.train.use_lr_finder:
         if found is not None and found > 0:
-            print(f"Using the learning rate found by the finder: {found:.1e}", flush=True)
+            say(f"Using the learning rate found by the finder: {found:.1e}")
             return float(found)
-        print("warning: --use-lr-finder: this model has no found learning rate (it was created "
-              "without the finder); using the configured one", file=sys.stderr, flush=True)
+        say("warning: --use-lr-finder: this model has no found learning rate (it was created "
+            "without the finder); using the configured one", error=True)
     if config.optimizer.faceswap_compat and report is not None and report.kept_optimizer:
         return float(jax.device_get(current_learning_rate(state.opt_state)))
     return config.optimizer.learning_rate

@@ -10,17 +10,18 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
 
 from fsjax.config import LossConfig
 from fsjax.losses.collate import collate
 from fsjax.losses.masking import area_resize
 from fsjax.optim.optimizers import clip_threshold, current_learning_rate
-from fsjax.training import sharding
+from fsjax.training.runtime import Runtime
 from fsjax.training.state import TrainState, split_frozen
 
 Batch = dict[str, dict[str, jax.Array]]
 SIDES = ("a", "b")
+FINITE = "finite"
+"""The metric that says whether all the others are finite."""
 
 
 def to_unit(x: jax.Array) -> jax.Array:
@@ -76,7 +77,8 @@ def train_step(
 
     Returns:
         The new state and scalar metrics named as Faceswap logs them (`total`, `face_A`, ...),
-        plus `grad_norm`, `learning_rate` and, with AutoClip, `clip_threshold`.
+        plus `grad_norm`, `learning_rate`, with AutoClip `clip_threshold`, and `finite`: whether
+        every other metric is finite (NaN protection reads it with the rest, no extra sync).
     """
     step_rng = jax.random.fold_in(rng, state.step)
     trainable, fixed = split_frozen(state.params, frozen)
@@ -112,6 +114,7 @@ def train_step(
         metrics["learning_rate"] = rate
     if (threshold := clip_threshold(opt_state)) is not None:
         metrics["clip_threshold"] = threshold
+    metrics[FINITE] = jnp.all(jnp.stack([jnp.isfinite(v).all() for v in metrics.values()]))
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                               model_state=model_state)
     return new_state, metrics
@@ -121,17 +124,20 @@ def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
     loss_config: LossConfig,
-    mesh: Mesh,
+    runtime: Runtime,
     input_size: int | None = None,
     frozen: tuple[str, ...] = (),
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
-    """Binds the static parts and jits once: state and rng replicated, batch split over `data`."""
-    repl = sharding.replicated(mesh)
+    """Binds the static parts and jits once: the state placed by the run's sharding tree (and
+    donated), the batch split over `data`, the rng and the metrics replicated."""
+    if runtime.state_sharding is None:
+        raise ValueError("make_train_step needs the run's state shardings (Runtime.with_state)")
+    repl = runtime.replicated
     return jax.jit(
         functools.partial(train_step, model=model, tx=tx, loss_config=loss_config,
                           input_size=input_size, frozen=tuple(frozen)),
-        in_shardings=(repl, sharding.batch_sharded(mesh), repl),
-        out_shardings=(repl, repl),
+        in_shardings=(runtime.state_sharding, runtime.batch_sharding, repl),
+        out_shardings=(runtime.state_sharding, repl),
         donate_argnums=(0,),
     )
 
@@ -160,19 +166,25 @@ def _init_variables(model: nn.Module, input_size: int, key: jax.Array) -> dict[s
 
 def init_state(
     model: nn.Module, tx: optax.GradientTransformation, input_size: int, key: jax.Array,
-    sharding: jax.sharding.Sharding, frozen: tuple[str, ...] = (),
+    sharding: TrainState | jax.sharding.Sharding, frozen: tuple[str, ...] = (),
 ) -> TrainState:
-    """A fresh TrainState placed with `sharding`, equal to `make_init_fn`'s.
+    """A fresh TrainState placed with `sharding` (the run's sharding tree, or one sharding for
+    every leaf), equal to `make_init_fn`'s.
 
     The model's initializers (one threefry program per weight, slow to compile on CPU) are
     compiled apart from the optimizer's, so with a persistent compilation cache that compile is
     shared by every optimizer setting and frozen set of the same model.
     """
+    if isinstance(sharding, TrainState):
+        variables_at = {"params": sharding.params, **sharding.model_state}
+        opt_at, step_at = sharding.opt_state, sharding.step
+    else:
+        variables_at = opt_at = step_at = sharding
     variables = jax.jit(functools.partial(_init_variables, model, input_size),
-                        out_shardings=sharding)(key)
+                        out_shardings=variables_at)(key)
     params = variables.pop("params")
-    opt_state = jax.jit(tx.init, out_shardings=sharding)(split_frozen(params, frozen)[0])
-    step = jax.device_put(jnp.zeros((), jnp.int32), sharding)
+    opt_state = jax.jit(tx.init, out_shardings=opt_at)(split_frozen(params, frozen)[0])
+    step = jax.device_put(jnp.zeros((), jnp.int32), step_at)
     return TrainState(step=step, params=params, opt_state=opt_state, model_state=variables)
 
 

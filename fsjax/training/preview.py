@@ -99,7 +99,8 @@ class PreviewWriter:
                               "mask": None if mask is None else _resize(mask, out)}
         self._predict = make_predict_fn(spec_model.module)
 
-    def write(self, path: pathlib.Path, variables) -> None:
+    def render(self, variables) -> np.ndarray:
+        """The preview image of the model `variables` (uint8 BGR)."""
         import jax
 
         a, b = self._faces["a"], self._faces["b"]
@@ -111,5 +112,4 @@ class PreviewWriter:
         # Prediction columns are tinted with the learned mask when the model has one.
         masks = (a["mask"], same["a"].get("mask", a["mask"]), swap["b"].get("mask", a["mask"]),
                  b["mask"], same["b"].get("mask", b["mask"]), swap["a"].get("mask", b["mask"]))
-        write_preview(path, render_preview(tuple(np.asarray(c, np.float32) for c in columns),
-                                           masks))
+        return render_preview(tuple(np.asarray(c, np.float32) for c in columns), masks)

@@ -19,16 +19,10 @@ import h5py
 import jax
 import numpy as np
 import pytest
+from test_keras_graph import VARIANTS
 
 from fsjax.interop import keras_file
-from fsjax.tools.import_keras import load
-
-VARIANTS = ["original", "original_lowmem", "original_learn_mask", "lightweight", "iae",
-            "dfaker_128", "dfaker_256", "dfl_h128", "dfl_h128_lowmem", "dfl_sae_df",
-            "dfl_sae_liae", "dfl_sae_df_multiscale", "villain", "villain_lowmem", "realface",
-            "unbalanced", "unbalanced_lowmem", "dlight_best_good_256", "dlight_best_fast_256",
-            "phaze_a", "phaze_a_preset_original", "phaze_a_preset_dfaker",
-            "phaze_a_preset_dny256"]
+from fsjax.interop.keras_import import load
 
 
 @pytest.fixture(scope="module")

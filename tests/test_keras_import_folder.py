@@ -21,6 +21,7 @@ from torch_save import torch_save
 from fsjax.checkpoint.manager import Checkpoints
 from fsjax.config import ConfigError, load_experiment
 from fsjax.data.demo import write_demo_faces
+from fsjax.interop import keras_import
 from fsjax.tools import import_keras
 
 PHAZE = "models/phaze_a_tiny_gblock"
@@ -109,7 +110,7 @@ def test_a_faceswap_3_model_with_its_optimizer_imports_and_resumes(faceswap_dir,
     assert data_iter == {}
     _check_moments(saved["opt_state"], moments, 2)
     # The weights are those `load` reads (already matched to Keras's outputs elsewhere).
-    _, variables = import_keras.load(source)
+    _, variables = keras_import.load(source)
     for a, b in zip(jax.tree.leaves(variables["params"]), jax.tree.leaves(saved["params"]),
                     strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from fsjax.checkpoint.manager import Checkpoints
+from fsjax.interop import keras_export, keras_import
 from fsjax.interop.keras_file import read
 from fsjax.tools import export_keras, import_keras
 
@@ -216,7 +217,7 @@ def test_export_gives_back_faceswaps_file_bit_for_bit(exported, variant, capsys)
 @pytest.mark.parametrize("variant", list(MODELS) + list(TRACED))
 def test_fsjax_to_keras_to_fsjax_is_bit_exact(exported, variant):
     source, fsjax_dir, file = exported[variant]
-    _, variables = import_keras.load(file.parent)
+    _, variables = keras_import.load(file.parent)
     saved = _saved(fsjax_dir, _plugin(variant))
     expected = {"params": saved["params"], **saved["model_state"]}
     assert jax.tree.structure(variables) == jax.tree.structure(expected)
@@ -238,7 +239,7 @@ def test_real_keras_loads_the_export_and_gives_faceswaps_outputs(exported, faces
     try:
         ours = {}  # fsjax's outputs while Keras works
         for variant, (source, _, file) in exported.items():
-            model, variables = import_keras.load(file.parent)
+            model, variables = keras_import.load(file.parent)
             forward = np.load(source / "forward.npz")
             # one compiled program: far quicker on CPU than applying op by op
             ours[variant] = jax.jit(model.apply)(variables, forward["input_a"],
@@ -278,22 +279,22 @@ def test_weights_that_do_not_fit_the_graph_are_named(faceswap_dir):
     weights = {sub: {layer: dict(zip(("kernel", "bias"), arrays, strict=True))
                      for layer, arrays in layers.items()}
                for sub, layers in keras.weights.items()}
-    assert len(export_keras.plan(keras.file_config, weights)) == len(_h5_groups(keras.path))
+    assert len(keras_export.plan(keras.file_config, weights)) == len(_h5_groups(keras.path))
     weights["encoder"]["dense"]["kernel"] = np.zeros((2048, 64), np.float32)
-    with pytest.raises(export_keras.ExportError, match=r"encoder/dense/kernel has shape "
+    with pytest.raises(keras_export.ExportError, match=r"encoder/dense/kernel has shape "
                                                        r"\(2048, 64\); the Keras layer needs "
                                                        r"\(2048, 128\)"):
-        export_keras.plan(keras.file_config, weights)
+        keras_export.plan(keras.file_config, weights)
     del weights["encoder"]["dense"]
-    with pytest.raises(export_keras.ExportError, match=r"encoder/dense \(Dense\) has 2 "
+    with pytest.raises(keras_export.ExportError, match=r"encoder/dense \(Dense\) has 2 "
                                                        "variables in Keras; the checkpoint holds "
                                                        "none"):
-        export_keras.plan(keras.file_config, weights)
+        keras_export.plan(keras.file_config, weights)
     weights["encoder"]["dense"] = {"kernel": np.zeros((2048, 128), np.float32),
                                    "bias": np.zeros(128, np.float32)}
     weights["fc_a"]["extra"] = {"kernel": np.zeros(1, np.float32)}
-    with pytest.raises(export_keras.ExportError, match="weight fc_a/extra/kernel has no layer"):
-        export_keras.plan(keras.file_config, weights)
+    with pytest.raises(keras_export.ExportError, match="weight fc_a/extra/kernel has no layer"):
+        keras_export.plan(keras.file_config, weights)
 
 
 def _h5_groups(path):

@@ -1,4 +1,4 @@
-"""`fsjax.tools.import_keras.load` on models Faceswap itself saved: the outputs Keras computed
+"""`fsjax.interop.keras_import.load` on models Faceswap itself saved: the outputs Keras computed
 (`forward.npz`, see faceswap_files.py) must come out of fsjax to 1e-5."""
 
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fsjax.interop.keras_file import KerasFileError
-from fsjax.tools.import_keras import load
+from fsjax.interop.keras_import import load
 
 TOLERANCE = 1e-5
 
@@ -57,7 +57,7 @@ def test_variables_pair_in_keras_creation_order_and_unknown_ones_are_refused(tmp
     import jax
 
     from fsjax.interop.keras_file import KerasModel
-    from fsjax.tools.import_keras import map_weights
+    from fsjax.interop.keras_import import map_weights
 
     arrays = [np.full(4, float(i), np.float32) for i in range(4)]  # Keras: gamma beta mean var
     keras = KerasModel(tmp_path / "x.keras", "keras3", {}, {"encoder": {"bn": arrays}},

@@ -1,9 +1,9 @@
 """Every model family fsjax builds, exported as a `.keras` and run by real Keras (JAX backend).
 
 Slow (full-size models, 17 minutes on 2 CPU cores): the default run checks the same path on
-Faceswap's two small models (`test_export_keras.py`) and every family's graph against Faceswap's
+Faceswap's two small models (`test_keras_export.py`) and every family's graph against Faceswap's
 manifest (`test_keras_graph.py`). Run with `pytest -m slow -n 0 -s
-tests/test_export_keras_every_model.py` to see each model's errors.
+tests/test_keras_export_every_model.py` to see each model's errors.
 
 Weights are fresh initialisations, each variable nudged by noise so that none is a plain zero or
 one. Keras also runs the file in float64, which gives the exact output of the exported network.
@@ -20,13 +20,12 @@ import zipfile
 import jax
 import numpy as np
 import pytest
-from test_export_keras import KERAS_SCRIPT, TOLERANCE
+from test_keras_export import KERAS_SCRIPT, TOLERANCE
 from test_keras_graph import VARIANTS
 
 from fsjax.config.faceswap_state import experiment_from_state
-from fsjax.interop import keras_graph
+from fsjax.interop import keras_export, keras_graph
 from fsjax.models import get_model_module
-from fsjax.tools import export_keras
 
 
 def _flat(variables):
@@ -61,7 +60,7 @@ def test_keras_runs_the_export_of_a_model_fsjax_built(variant, faceswap_dir, tmp
     ours = jax.tree.leaves(jax.jit(spec.module.apply)(variables, face_a, face_b))
     graph = keras_graph.model_config(keras_graph.trace(spec.module, size, spec.graph_name))
     file = tmp_path / f"{plugin}.keras"
-    export_keras.write_keras(file, graph, export_keras.plan(graph, _flat(variables)), "3.14.1")
+    keras_export.write_keras(file, graph, keras_export.plan(graph, _flat(variables)), "3.14.1")
     np.savez(tmp_path / "inputs.npz", input_a=face_a, input_b=face_b)
     # The same file computed in float64 by Keras: the exact output of the exported network.
     exact = tmp_path / "exact" / file.name
