@@ -220,3 +220,26 @@ def test_a_disk_that_fills_during_a_save_prints_only_the_message(faces, tmp_path
         "The earlier saves are intact: free some space or make the folder writable, then run "
         "the same command again to resume from the last save")
     assert list(checkpoints.iterdir()) == []
+
+
+def test_a_folder_that_locks_but_cannot_be_written_is_one_line(tmp_path, monkeypatch):
+    """The lock is taken but a file cannot be written (e.g. a quota): the probe write names it."""
+    import pathlib as _pathlib
+
+    from fsjax.checkpoint import lock
+    from fsjax.checkpoint.state_file import ModelFolderError
+
+    write_bytes = _pathlib.Path.write_bytes
+
+    def refuse(self, data):
+        if self.name.startswith(".fsjax-write-test-"):
+            raise OSError(122, "Disk quota exceeded")
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(_pathlib.Path, "write_bytes", refuse)
+    model_dir = tmp_path / "model"
+    with pytest.raises(ModelFolderError) as err:
+        lock.take_folder(model_dir)
+    assert str(err.value) == f"{model_dir}: cannot write in the model folder: Disk quota exceeded"
+    monkeypatch.undo()
+    lock.take_folder(model_dir).release()  # the lock was released with the error
