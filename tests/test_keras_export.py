@@ -19,6 +19,7 @@ import h5py
 import jax
 import numpy as np
 import pytest
+from test_keras_graph import without_object_ids
 
 from fsjax.checkpoint.manager import Checkpoints
 from fsjax.interop import keras_export, keras_import
@@ -157,15 +158,6 @@ def _plugin(variant):
     return MODELS[TRACED.get(variant, variant)][0]
 
 
-def _without_object_ids(tree):
-    """Keras numbers the objects a config shares by memory address (`shared_object_id`)."""
-    if isinstance(tree, dict):
-        return {k: _without_object_ids(v) for k, v in tree.items() if k != "shared_object_id"}
-    if isinstance(tree, list):
-        return [_without_object_ids(v) for v in tree]
-    return tree
-
-
 def _h5(path):
     """{h5 path: (attributes, array or None)} of a `.keras`'s model.weights.h5, root included."""
     with zipfile.ZipFile(path) as archive:
@@ -204,7 +196,7 @@ def test_export_gives_back_faceswaps_file_bit_for_bit(exported, variant, capsys)
         assert mine.namelist() == faceswaps.namelist()
         if variant in TRACED:  # the traced graph is Faceswap's but for object numbering
             assert mine.read("config.json") == json.dumps(
-                _without_object_ids(json.loads(faceswaps.read("config.json")))).encode()
+                without_object_ids(json.loads(faceswaps.read("config.json")))).encode()
         else:
             assert mine.read("config.json") == faceswaps.read("config.json")
         assert set(json.loads(mine.read("metadata.json"))) == {"keras_version", "date_saved"}

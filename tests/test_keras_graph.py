@@ -66,11 +66,12 @@ def test_the_graph_has_faceswaps_layers_in_keras_order(variant, manifest):
                        for o in entry["outputs"]]
 
 
-def _without_object_ids(tree):
+def without_object_ids(tree):
+    """Keras numbers the objects a config shares by memory address (`shared_object_id`)."""
     if isinstance(tree, dict):
-        return {k: _without_object_ids(v) for k, v in tree.items() if k != "shared_object_id"}
+        return {k: without_object_ids(v) for k, v in tree.items() if k != "shared_object_id"}
     if isinstance(tree, list):
-        return [_without_object_ids(v) for v in tree]
+        return [without_object_ids(v) for v in tree]
     return tree
 
 
@@ -83,4 +84,4 @@ def test_the_graph_is_the_config_faceswap_saved(folder, faceswap_dir):
         theirs = json.loads(archive.read("config.json"))
     ours = keras_graph.model_config(_trace(config))
     # Keras numbers shared objects by memory address; the rest is equal entry for entry.
-    assert json.dumps(ours) == json.dumps(_without_object_ids(theirs))
+    assert json.dumps(ours) == json.dumps(without_object_ids(theirs))

@@ -21,8 +21,7 @@ def _everything(out: Outputs, tmp_path) -> None:
     out.snapshot(3, [step_dir])
     out.scalars(3, {"total": 0.5})
     out.flush()
-    out.image(tmp_path / "model" / "preview.png", lambda: np.zeros((2, 2, 3), np.uint8),
-              lambda path, image: path.write_bytes(image.tobytes()))
+    out.preview(np.zeros((2, 2, 3), np.uint8))
     out.graph(lambda folder: (folder / "graph.png").write_bytes(b"g") or folder / "graph.png")
     out.close()
 
@@ -38,20 +37,17 @@ def test_the_primary_process_writes_every_file(tmp_path, capsys):
     assert stored["iterations"] == 3
     assert json.loads((model_dir / "config.json").read_text())["model"]["name"] == "original"
     names = {p.name for p in model_dir.iterdir()}
-    assert {"original_backup_3", "preview.png", "graph.png", "logs"} <= names
+    assert {"original_backup_3", "training_preview.png", "graph.png", "logs"} <= names
     assert (tmp_path / "model_snapshot_3_iters" / "original_checkpoints" / "3").is_dir()
     assert any((model_dir / "logs").iterdir())  # the TensorBoard event file
 
 
 def test_another_process_writes_and_prints_nothing(tmp_path, capsys):
     model_dir = tmp_path / "model"
-    rendered = []
     out = Outputs(False, model_dir, "original")
     out.open_logs(model_dir / "logs")
     _everything(out, tmp_path)
-    # A render may be a collective computation: every process runs it, only one writes.
-    out.image(model_dir / "p.png", lambda: rendered.append(1) or np.zeros(1), lambda *a: None)
     printed = capsys.readouterr()
-    assert printed.out == printed.err == "" and rendered == [1]
+    assert printed.out == printed.err == ""
     assert {p.name for p in model_dir.iterdir()} == {"original_checkpoints"}
     assert not (tmp_path / "model_snapshot_3_iters").exists()

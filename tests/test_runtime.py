@@ -61,5 +61,7 @@ def test_a_rule_places_trees_of_any_layout():
     saved = {"params": {"w": jax.ShapeDtypeStruct((4, 3), np.float32)},
              "opt_state": [jax.ShapeDtypeStruct((), np.int32)]}
     placed = runtime.shardings_for(saved)
-    assert placed["params"]["w"] == runtime.leaf_sharding(saved["params"]["w"])
-    assert placed["opt_state"][0].mesh == runtime.mesh
+    assert jax.tree.structure(placed) == jax.tree.structure(saved)
+    for sharding in jax.tree.leaves(placed):
+        assert sharding == NamedSharding(runtime.mesh, PartitionSpec())  # replicated today
+        assert sharding.is_fully_replicated and len(sharding.device_set) == 8

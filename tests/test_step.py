@@ -148,19 +148,27 @@ class _HalfSizeInput(nn.Module):
                 "b": {"faces": (jax.nn.sigmoid(conv(up(face_b))),)}}
 
 
-def test_input_is_area_resized_to_the_model_input_size():
+def _one_device(module, lr, input_size, face_size, step_input_size=None):
+    """A fresh state of `module` on one device, its SGD step on MAE alone, and a uint8 batch of
+    two random `face_size` faces (the same on both sides)."""
     from fsjax.config import LossConfig
 
-    module, tx = _HalfSizeInput(), optax.sgd(0.1)
+    tx = optax.sgd(lr)
     cfg = LossConfig(loss_function="mae", loss_function_2="none", penalized_mask_loss=False)
     mesh = sharding.make_mesh(jax.devices()[:1])
-    init = make_init_fn(module, tx, 32)
-    state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
-    step = make_train_step(module, tx, cfg, Runtime.on_mesh(mesh, state), input_size=32)
-    faces = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8)
-    batch = {s: {"input": faces, "target": faces} for s in "ab"}
-    key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
-    state, metrics = step(state, sharding.to_global(batch, sharding.batch_sharded(mesh)), key)
+    state = jax.jit(make_init_fn(module, tx, input_size),
+                    out_shardings=sharding.replicated(mesh))(jax.random.key(0))
+    step = make_train_step(module, tx, cfg, Runtime.on_mesh(mesh, state),
+                           input_size=step_input_size)
+    faces = np.random.default_rng(0).integers(0, 256, (2, face_size, face_size, 3), np.uint8)
+    batch = sharding.to_global({s: {"input": faces, "target": faces} for s in "ab"},
+                               sharding.batch_sharded(mesh))
+    return state, step, batch, faces
+
+
+def test_input_is_area_resized_to_the_model_input_size():
+    state, step, batch, _ = _one_device(_HalfSizeInput(), 0.1, 32, 64, step_input_size=32)
+    state, metrics = step(state, batch, jax.random.key(1))
     assert np.isfinite(float(metrics["total"])) and int(state.step) == 1
 
 
@@ -184,20 +192,12 @@ class _NormDropout(nn.Module):
 
 
 def test_train_step_updates_batch_stats_and_draws_dropout_per_step():
-    from fsjax.config import LossConfig
     from fsjax.training.step import make_predict_fn
 
-    module, tx = _NormDropout(), optax.sgd(0.0)  # lr 0: only batch_stats and the rng change
-    cfg = LossConfig(loss_function="mae", loss_function_2="none", penalized_mask_loss=False)
-    mesh = sharding.make_mesh(jax.devices()[:1])
-    state = jax.jit(make_init_fn(module, tx, 8), out_shardings=sharding.replicated(mesh))(
-        jax.random.key(0))
+    module = _NormDropout()  # lr 0: only batch_stats and the rng change
+    state, step, batch, faces = _one_device(module, 0.0, 8, 8)
     stats0 = state.model_state["batch_stats"]["branch"]["conv_batchnorm"]
     np.testing.assert_array_equal(stats0["moving_mean"], 0.0)
-    step = make_train_step(module, tx, cfg, Runtime.on_mesh(mesh, state))
-    faces = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 3), np.uint8)
-    batch = sharding.to_global({s: {"input": faces, "target": faces} for s in "ab"},
-                               sharding.batch_sharded(mesh))
     key = jax.random.key(1)
     state, m1 = step(state, batch, key)
     stats1 = jax.device_get(state.model_state["batch_stats"]["branch"]["conv_batchnorm"])
@@ -212,18 +212,8 @@ def test_train_step_updates_batch_stats_and_draws_dropout_per_step():
 
 def test_the_step_reports_whether_its_metrics_are_finite():
     """NaN protection reads this flag with the other metrics, so judging a step costs no sync."""
-    from fsjax.config import LossConfig
-
-    module, tx = TinyAutoencoder(), optax.sgd(0.1)
-    cfg = LossConfig(loss_function="mae", loss_function_2="none", penalized_mask_loss=False)
-    mesh = sharding.make_mesh(jax.devices()[:1])
-    init = make_init_fn(module, tx, 64)
-    state = jax.jit(init, out_shardings=sharding.replicated(mesh))(jax.random.key(0))
-    step = make_train_step(module, tx, cfg, Runtime.on_mesh(mesh, state))
-    faces = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3), np.uint8)
-    batch = sharding.to_global({s: {"input": faces, "target": faces} for s in "ab"},
-                               sharding.batch_sharded(mesh))
-    key = jax.device_put(jax.random.key(1), sharding.replicated(mesh))
+    state, step, batch, _ = _one_device(TinyAutoencoder(), 0.1, 64, 64)
+    key = jax.random.key(1)
     state, metrics = step(state, batch, key)
     assert metrics["finite"].dtype == jnp.bool_ and bool(metrics["finite"])
     poisoned = state.replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))

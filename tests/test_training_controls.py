@@ -144,8 +144,9 @@ def test_resume_with_a_changed_learning_rate_applies_it(tmp_path, mesh, batch):
     init_fn = make_init_fn(TinyAutoencoder(), tx, 64)
     deltas = {}
     for rate in (1e-2, 3e-2):
-        restored, _, report = resume.restore_or_init(checkpoints, init_fn, _fresh(tx, mesh),
-                                                     jax.random.key(5), sharding.replicated(mesh))
+        restored, _, report = resume.restore_or_init(
+            checkpoints, jax.eval_shape(init_fn, jax.random.key(5)), _fresh(tx, mesh),
+            sharding.replicated(mesh))
         # The session's rate: the configured one; Faceswap's bug under faceswap_compat.
         config = ExperimentConfig(optimizer=OptimizerConfig(learning_rate=rate))
         assert resume.session_learning_rate(config, restored, report, None) == rate
@@ -175,9 +176,9 @@ def test_resume_keeps_the_moments_when_clipping_accumulation_and_freezing_change
     changed = make_optimizer(OptimizerConfig(gradient_clipping="autoclip",
                                              gradient_accumulation=2))
     init_fn = make_init_fn(TinyAutoencoder(), changed, 64, frozen=("encoder",))
-    restored, _, _ = resume.restore_or_init(checkpoints, init_fn,
+    restored, _, _ = resume.restore_or_init(checkpoints, jax.eval_shape(init_fn, jax.random.key(5)),
                                             _fresh(changed, mesh, ("encoder",)),
-                                            jax.random.key(5), sharding.replicated(mesh))
+                                            sharding.replicated(mesh))
     checkpoints.close()
     names = leaf_names(jax.device_get(restored.opt_state))
     mu = [k for k in names if ".mu.decoder_a." in k]

@@ -28,7 +28,7 @@ from fsjax.training import lr_finder, resume
 from fsjax.training.inputs import data_seed, face_folders, sample_spec, scan_side
 from fsjax.training.logs import status_line
 from fsjax.training.outputs import Outputs
-from fsjax.training.preview import PreviewWriter, write_preview
+from fsjax.training.preview import PreviewWriter
 from fsjax.training.runtime import Runtime
 from fsjax.training.state import TrainState
 from fsjax.training.step import FINITE, init_state, make_init_fn, make_train_step
@@ -71,7 +71,7 @@ def train_and_evaluate(
     metas_a = scan_side("A", folder_a, config.data.bad_faces, stored_mask, **sides)
     metas_b = scan_side("B", folder_b, config.data.bad_faces, stored_mask, **sides)
     plan = _Plan.make(config, spec_model)
-    runtime = runtime.with_state(jax.eval_shape(plan.init_fn, plan.init_key))
+    runtime = runtime.with_state(plan.abstract)
     # The primary process owns the folder: it alone locks it and writes its files.
     lock = take_folder(model_dir) if runtime.is_primary else None
     try:
@@ -94,6 +94,8 @@ class _Plan:
     load_layers: tuple[str, ...]
     base_tx: Any
     init_fn: Any
+    abstract: TrainState
+    """`jax.eval_shape` of `init_fn`: the state's layout, traced once."""
 
     @classmethod
     def make(cls, config: ExperimentConfig, spec_model: Any) -> _Plan:
@@ -107,7 +109,8 @@ class _Plan:
                        if train.load_weights is not None else ())
         base_tx = make_optimizer(config.optimizer)  # the state layout; the rate comes later
         init_fn = make_init_fn(spec_model.module, base_tx, spec_model.input_size, frozen)
-        return cls(init_key, train_key, data_key, frozen, load_layers, base_tx, init_fn)
+        return cls(init_key, train_key, data_key, frozen, load_layers, base_tx, init_fn,
+                   jax.eval_shape(init_fn, init_key))
 
 
 def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_state: dict,
@@ -137,7 +140,7 @@ def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_s
     remove_handlers = stop.install()
     try:
         state, iter_state, report = resume.restore_or_init(
-            checkpoints, plan.init_fn, fresh, plan.init_key, runtime.leaf_sharding, out.say)
+            checkpoints, plan.abstract, fresh, runtime.leaf_sharding, out.say)
         if iter_state is not None:
             if iter_state:
                 iterator.set_state(iter_state)
@@ -371,8 +374,7 @@ class _Session:
             n = min(self.config.train.preview_images, len(metas_a), len(metas_b))
             self._preview = PreviewWriter(pipeline.preview_batch(metas_a, metas_b, spec, n, seed=0),
                                           self.spec_model)
-        self.out.image(self.model_dir / "training_preview.png",
-                       functools.partial(self._preview.render, state.variables()), write_preview)
+        self.out.preview(self._preview.render(state.variables()))
 
     def close(self) -> None:
         self.out.close()

@@ -18,6 +18,7 @@ import numpy as np
 from fsjax.checkpoint import folder, state_file
 from fsjax.config import ExperimentConfig
 from fsjax.training.logs import MetricLogger, console
+from fsjax.training.preview import write_preview
 
 
 class Outputs:
@@ -75,13 +76,11 @@ class Outputs:
         if self._logger is not None:
             self._logger.flush()
 
-    def image(self, path: pathlib.Path, render: Callable[[], np.ndarray],
-              write: Callable[[pathlib.Path, np.ndarray], None]) -> None:
-        """Writes `render()` to `path` with `write`; `render` runs on every process (it may be a
-        collective computation), the write only on the primary one."""
-        image = render()
+    def preview(self, image: np.ndarray) -> None:
+        """`training_preview.png` (rendered by every process: it may be a collective
+        computation; written by the primary one)."""
         if self.primary:
-            write(path, image)
+            write_preview(self.model_dir / folder.PREVIEW, image)
 
     def graph(self, plot: Callable[[pathlib.Path], pathlib.Path]) -> pathlib.Path | None:
         """Runs `plot(model_dir)` (a figure written into the model folder); returns its path."""

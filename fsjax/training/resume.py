@@ -44,20 +44,18 @@ def resolve_layers(names: tuple[str, ...], available: list[str], option: str) ->
 
 
 def restore_or_init(
-    checkpoints: Checkpoints, init_fn: Callable[[jax.Array], TrainState],
-    fresh: Callable[[], TrainState], init_key: jax.Array, sharding: Placement,
-    say: Say = console,
+    checkpoints: Checkpoints, abstract: TrainState, fresh: Callable[[], TrainState],
+    sharding: Placement, say: Say = console,
 ) -> tuple[TrainState, dict[str, Any] | None, GraftReport | None]:
-    """The newest save fitted onto this run's state layout (`init_fn`'s, traced only), its
-    iterator state and what was kept; or `fresh()` (no iterator state, no report) when the folder
-    has no save. Optimizer arrays the options changed start fresh."""
+    """The newest save fitted onto this run's state layout (`abstract`: `jax.eval_shape` of its
+    init), its iterator state and what was kept; or `fresh()` (no iterator state, no report)
+    when the folder has no save. Optimizer arrays the options changed start fresh."""
     if checkpoints.latest_step() is None:
         return fresh(), None, None
     saved, iter_state = checkpoints.restore(sharding)
     if "opt_state" not in saved:
         say(f"The save of iteration {checkpoints.latest_step()} holds no optimizer state "
             "(optimizer.save_optimizer): the optimizer starts afresh, as in Faceswap")
-    abstract = jax.eval_shape(init_fn, init_key)
     try:
         state, report = graft(abstract, saved)
         if report.fresh:  # only then are real initial values needed
