@@ -12,7 +12,13 @@ import sys
 
 import tyro
 
-from fsjax.config import ConfigError, ExperimentConfig, load_experiment, switches
+from fsjax.config import (
+    MODEL_CHANGEABLE,
+    ConfigError,
+    ExperimentConfig,
+    load_experiment,
+    switches,
+)
 
 DESCRIPTION = (
     "Train a Faceswap model with fsjax. Without face folders it trains on built-in synthetic demo "
@@ -53,16 +59,23 @@ def parse_cli(argv: list[str], *, prog: str = "python -m fsjax.train",
     if path and pathlib.Path(path).is_dir():
         # A model folder's options are those it was built with, possibly outside the ranges the
         # command line accepts (Faceswap's ini does not check them): tyro must not rebuild them.
-        if any(a.startswith("--config.model.") for a in args):
+        given = {a.split("=")[0][len("--config.model."):].replace("-", "_")
+                 for a in args if a.startswith("--config.model.")}
+        if locked := sorted(given - set(MODEL_CHANGEABLE)):
             raise ConfigError(f"--config={path!r}: the model's options are locked when it is "
-                              "created and cannot be overridden on resume")
+                              f"created and cannot be overridden on resume (model.{locked[0]}); "
+                              f"only {', '.join('model.' + k for k in MODEL_CHANGEABLE)} may "
+                              "change")
         stored, base = base.model, dataclasses.replace(base, model=ExperimentConfig().model)
 
     def _entry(config: ExperimentConfig = base) -> ExperimentConfig:
         return config
 
     config = tyro.cli(_entry, args=args, prog=prog, description=description)
-    return config if stored is None else dataclasses.replace(config, model=stored)
+    if stored is None:
+        return config
+    changed = {k: getattr(config.model, k) for k in given}  # the precision policy only
+    return dataclasses.replace(config, model=dataclasses.replace(stored, **changed))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,9 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if config.train.summary:
+        from fsjax.nn.precision import Policy
         from fsjax.training.summary import print_summary
 
-        print_summary(spec.module, spec.name, spec.input_size)
+        print_summary(spec.module, spec.name, spec.input_size,
+                      policy=Policy.named(config.model.dtype))
         return 0
 
     from fsjax.checkpoint.state_file import ModelFolderError

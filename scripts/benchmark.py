@@ -1,6 +1,7 @@
 """Times the jitted train step alone on a fixed batch.
 
-    python scripts/benchmark.py --config experiments/original.py --batch-size 16 [--steps 5]
+    python scripts/benchmark.py --config experiments/original.py --batch-size 16 [--steps 5] \
+        [--config.model.dtype bfloat16 ...any other --config.* override]
 
 Prints per-step times, then one line `examples_per_second=<float> compile_seconds=<float>`, where
 examples are the faces of both sides and compile_seconds is the first step (trace + compile + run).
@@ -14,8 +15,8 @@ import time
 import jax
 import numpy as np
 
-from fsjax.config import load_experiment
 from fsjax.models import get_model_module
+from fsjax.nn.precision import Policy
 from fsjax.optim.optimizers import make_optimizer
 from fsjax.training import sharding
 from fsjax.training.inputs import sample_spec
@@ -54,8 +55,8 @@ def time_step(config, batch_size: int, steps: int, log=print) -> tuple[float, fl
                                     jax.random.key(0)).params)
         frozen = resolve_layers(config.train.freeze_layers, names, "train.freeze_layers")
     state = init_state(model.module, tx, model.input_size, jax.random.key(0), repl, frozen)
-    step = make_train_step(model.module, tx, config.loss, Runtime.on_mesh(mesh, state),
-                           model.input_size, frozen)
+    runtime = Runtime.on_mesh(mesh, state, Policy.named(config.model.dtype))
+    step = make_train_step(model.module, tx, config.loss, runtime, model.input_size, frozen)
     spec = sample_spec(config, max((model.input_size,) + model.output_sizes))
     batch = sharding.to_global(fixed_batch(spec, batch_size), sharding.batch_sharded(mesh))
     key = jax.device_put(jax.random.key(1), repl)
@@ -95,12 +96,15 @@ def main() -> None:
     parser.add_argument("--config", required=True)
     parser.add_argument("--batch-size", type=int, default=16, help="faces per side")
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first")
-    args = parser.parse_args()
+    args, overrides = parser.parse_known_args()
+    from fsjax.train import parse_cli  # the training command's own parser for the overrides
 
-    per_step, compile_seconds = time_step(load_experiment(args.config), args.batch_size,
-                                          args.steps, log=lambda line: print(line, flush=True))
+    config = parse_cli(["--config", args.config, *overrides], prog="scripts/benchmark.py")
+    per_step, compile_seconds = time_step(config, args.batch_size, args.steps,
+                                          log=lambda line: print(line, flush=True))
     print(f"devices={len(jax.devices())} platform={jax.devices()[0].platform} "
-          f"batch_size={args.batch_size} median_step_seconds={per_step:.4f}")
+          f"batch_size={args.batch_size} dtype={config.model.dtype} "
+          f"median_step_seconds={per_step:.4f}")
     print(f"examples_per_second={2 * args.batch_size / per_step:.3f} "
           f"compile_seconds={compile_seconds:.3f}")
 

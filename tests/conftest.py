@@ -96,7 +96,8 @@ def tiny_loop(monkeypatch):
 
     from fsjax.training import loop, sharding
 
-    module = types.SimpleNamespace(build=lambda config: tiny_spec(config.model.name))
+    module = types.SimpleNamespace(
+        build=lambda config: tiny_spec(config.model.name, config.model.dtype))
     monkeypatch.setattr(loop, "get_model_module", lambda name: module)
     make_mesh = sharding.make_mesh
     monkeypatch.setattr(sharding, "make_mesh",

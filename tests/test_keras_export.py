@@ -204,6 +204,58 @@ def test_export_gives_back_faceswaps_file_bit_for_bit(exported, variant, capsys)
     fs_state = json.loads((source / f"{plugin}_state.json").read_text())
     assert state["iterations"] == fs_state["iterations"]
     assert state["sessions"] == fs_state["sessions"]
+    assert state["mixed_precision_layers"] == fs_state["mixed_precision_layers"]
+    assert state["config"]["mixed_precision"] is False
+
+
+def _layers(graph):
+    for layer in graph["config"]["layers"]:
+        if layer["class_name"] in ("Functional", "Sequential"):
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+@pytest.mark.parametrize("variant", KERAS3)
+def test_the_precision_switchable_layers_are_those_faceswap_records(exported, variant):
+    """Faceswap builds a new model once under mixed_float16 to list the layers that switch;
+    fsjax finds the same list in the graph it traces: all but the inputs and the float32
+    sigmoid of each output."""
+    source, fsjax_dir, _ = exported[f"{variant}_traced"]
+    graph = keras_export._traced_graph(fsjax_dir)
+    _, names = keras_export.with_precision(graph, mixed=False)
+    recorded = json.loads((source / f"{_plugin(variant)}_state.json").read_text())
+    assert names == recorded["mixed_precision_layers"]
+
+
+def test_a_float16_model_exports_as_faceswaps_mixed_precision(exported, tmp_path):
+    source, fsjax_dir, _ = exported["dfl_sae_df_tiny_traced"]
+    folder = tmp_path / "f16"
+    shutil.copytree(fsjax_dir, folder)
+    state_path = folder / "dfl_sae_state.json"
+    state = json.loads(state_path.read_text())
+    state["config"].update(mixed_precision=True, dtype="float16")
+    state_path.write_text(json.dumps(state))
+    file = tmp_path / "x" / "dfl_sae.keras"
+    assert export_keras.main([str(folder), "--out", str(file)]) == 0
+    with zipfile.ZipFile(file) as archive:
+        graph = json.loads(archive.read("config.json"))
+    dtypes = {}
+    for layer in _layers(graph):
+        dtype = layer["config"].get("dtype")
+        dtypes[layer["config"]["name"]] = dtype if isinstance(dtype, str) else (
+            dtype["config"]["name"])
+    recorded = json.loads((source / "dfl_sae_state.json").read_text())["mixed_precision_layers"]
+    assert {k for k, v in dtypes.items() if v == "mixed_float16"} == set(recorded)
+    assert {k: v for k, v in dtypes.items() if k not in recorded} == {
+        "face_in_a": "float32", "face_in_b": "float32", "input_layer": "float32",
+        "input_layer_1": "float32", "input_layer_2": "float32",
+        "face_out_128_a_0": "float32", "face_out_128_b_0": "float32"}
+    written = json.loads((file.parent / "dfl_sae_state.json").read_text())
+    assert written["config"]["mixed_precision"] is True
+    assert written["mixed_precision_layers"] == recorded
+    # fsjax reads it back as the float16 policy
+    assert keras_import.load(file.parent)[0].config.model.dtype == "float16"
 
 
 @pytest.mark.parametrize("variant", list(MODELS) + list(TRACED))

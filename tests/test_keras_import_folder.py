@@ -45,7 +45,7 @@ def _manifest_variables(folder):
             for w in layer["weights"]]
 
 
-def _torch_adam(variables, step, seed=0):
+def _torch_adam(variables, step, seed=0, scaler=None):
     """Faceswap 3's `optimizer.pt` for these variables, and the moments it holds by name."""
     rng = np.random.default_rng(seed)
     trainable = [v for v in variables if v[4]]
@@ -62,7 +62,7 @@ def _torch_adam(variables, step, seed=0):
               {"params": list(range(len(decay), len(decay) + len(rest))), "lr": 5e-5,
                "betas": (0.9, 0.999), "eps": 1e-7, "weight_decay": 0.0, "amsgrad": False}]
     blob = torch_save({"version": 1.0, "optimizer": {"state": state, "param_groups": groups},
-                       "scaler": None})
+                       "scaler": scaler})
     return blob, moments
 
 
@@ -72,6 +72,35 @@ def _with_member(source, target, name, data):
     with zipfile.ZipFile(keras, "a") as archive:
         archive.writestr(name, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=1)
     return target
+
+
+def test_a_mixed_precision_model_keeps_float16_and_its_loss_scale(faceswap_dir, tmp_path,
+                                                                  capsys):
+    """Faceswap 3 trains mixed precision through torch's GradScaler, saved in optimizer.pt."""
+    source = faceswap_dir / PHAZE
+    scaler = {"scale": 8192.0, "growth_factor": 2.0, "backoff_factor": 0.5,
+              "growth_interval": 2000, "_growth_tracker": 17}
+    blob, _ = _torch_adam(_manifest_variables(source), step=2, scaler=scaler)
+    folder = _with_member(source, tmp_path / "faceswap", "optimizer.pt", blob)
+    state_path = folder / "phaze_a_state.json"
+    state = json.loads(state_path.read_text())
+    state["config"]["mixed_precision"] = True
+    state_path.write_text(json.dumps(state))
+    out = tmp_path / "fsjax"
+    assert import_keras.main([str(folder), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "trained this model with mixed precision: it continues in fsjax's float16" in printed
+    assert "Imported Faceswap's loss scale 8192 (17 finite steps since it grew)" in printed
+    assert load_experiment(out).model.dtype == "float16"
+    written = json.loads((out / "phaze_a_state.json").read_text())["config"]
+    assert written["mixed_precision"] is True and written["dtype"] == "float16"
+    checkpoints = Checkpoints(out, "phaze_a", writable=False)
+    try:
+        saved, _ = checkpoints.restore(jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    finally:
+        checkpoints.close()
+    assert float(saved["loss_scale"]["scale"]) == 8192.0
+    assert int(saved["loss_scale"]["good_steps"]) == 17
 
 
 def _check_moments(opt_state, moments, step):

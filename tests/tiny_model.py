@@ -47,10 +47,11 @@ class TinyAutoencoder(nn.Module):
                 "b": self.decoder_b(self.encoder(face_b))}
 
 
-def tiny_spec(name: str = "original") -> ModelSpec:
-    """A ModelSpec for the loop, named like the plugin it stands in for."""
-    return ModelSpec(module=TinyAutoencoder(), name=name, input_size=64, output_sizes=(64,),
-                     learn_mask=False)
+def tiny_spec(name: str = "original", dtype: str = "float32") -> ModelSpec:
+    """A ModelSpec for the loop, named like the plugin it stands in for, computing in `dtype`
+    (the run's `model.dtype`)."""
+    return ModelSpec(module=TinyAutoencoder(dtype=jnp.dtype(dtype)), name=name, input_size=64,
+                     output_sizes=(64,), learn_mask=False)
 
 
 BATCH = 2

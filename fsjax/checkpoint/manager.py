@@ -36,12 +36,14 @@ class SaveError(ModelFolderError):
 
 
 class SavedState(Protocol):
-    """What a save holds: the training state's four parts (`fsjax.training.state.TrainState`)."""
+    """What a save holds: the training state's parts (`fsjax.training.state.TrainState`); the
+    loss scale is saved with the model, so it continues even when the optimizer is not saved."""
 
     step: Any
     params: Any
     opt_state: Any
     model_state: Any
+    loss_scale: Any
 
 
 Placement = jax.sharding.Sharding | Callable[[Any], jax.sharding.Sharding]
@@ -179,6 +181,8 @@ class Checkpoints:
                         opt_state=ocp.args.StandardSave(state.opt_state))
         if step not in self._model.all_steps():
             model = {"step": state.step, "params": state.params, "model_state": state.model_state}
+            if state.loss_scale is not None:
+                model["loss_scale"] = state.loss_scale
             self._write(self._model, self.directory, step,
                         state=ocp.args.StandardSave(model),
                         data_iter=ocp.args.JsonSave(data_iter_state))

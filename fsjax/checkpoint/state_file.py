@@ -25,7 +25,7 @@ CHANGEABLE = (
 )
 # fsjax's own changeable additions (not in Faceswap's file): written so a session's record is
 # complete.
-FSJAX_CHANGEABLE = ("autoclip_per_tensor", "freeze_weights", "freeze_layers")
+FSJAX_CHANGEABLE = ("dtype", "autoclip_per_tensor", "freeze_weights", "freeze_layers")
 
 
 LOWMEM_PLUGINS = ("original", "dfl_h128", "villain", "unbalanced")
@@ -52,7 +52,8 @@ def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
         "lr_finder_mode": opt.lr_finder_mode,
         "lr_finder_strength": opt.lr_finder_strength,
         "reflect_padding": config.model.reflect_padding,
-        "mixed_precision": config.model.dtype != "float32",
+        # Faceswap's mixed precision is float16; bfloat16 has no Faceswap name (see `dtype`).
+        "mixed_precision": config.model.dtype == "float16",
         "nan_protection": config.train.nan_protection,
         "convert_batchsize": 16,
         "loss_function": loss.loss_function,
@@ -84,6 +85,7 @@ def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
         "ada_beta_2": opt.ada_beta_2,
         "ada_amsgrad": opt.ada_amsgrad,
     }
+    options["dtype"] = config.model.dtype
     options["autoclip_per_tensor"] = opt.autoclip_per_tensor
     options["freeze_weights"] = config.train.freeze_weights
     options["freeze_layers"] = list(config.train.freeze_layers)

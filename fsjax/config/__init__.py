@@ -30,6 +30,9 @@ from fsjax.config.plugins import (  # noqa: F401  (re-exported)
 CENTERINGS = ("face", "head", "legacy")
 DTYPES = ("float32", "bfloat16", "float16")
 """`model.dtype`: the precision policies (`fsjax.nn.precision`)."""
+MODEL_CHANGEABLE = ("dtype", "loss_scale", "loss_scale_growth_steps")
+"""The `model.*` options a resume may change (the precision policy, as Faceswap lets
+`mixed_precision` change); every other model option is locked when the model is created."""
 # Landmark masks are drawn by fsjax; the others are neural-network masks stored in the PNG header.
 MASK_TYPES = ("none", "bisenet-fp_face", "bisenet-fp_head", "components", "custom_face",
               "custom_head", "extended", "unet-dfl", "vgg-clear", "vgg-obstructed")
@@ -69,7 +72,15 @@ class ModelConfig:
     unbalanced: UnbalancedConfig = UnbalancedConfig()
     """Unbalanced's options (its `lowmem` is `model.lowmem`)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Compute dtype of the layers; parameters, outputs and losses stay float32."""
+    """Precision policy: the layers' compute dtype. Parameters, optimizer state, normalisation
+    statistics, the output activations and the losses stay float32. float16 is Faceswap's
+    mixed_precision (with dynamic loss scaling); bfloat16 suits TPUs and recent GPUs. May
+    change between sessions, as Faceswap's mixed_precision may."""
+    loss_scale: float = 2.0**15
+    """float16 only: the starting loss scale (Keras's 2**15); halves when a step's gradients
+    overflow (the step is skipped)."""
+    loss_scale_growth_steps: int = 2000
+    """float16 only: the loss scale doubles after this many finite steps in a row (Keras's)."""
     icnr_init: bool = False
     """Start every upscale conv with ICNR (sub-pixels identical: no checkerboard at first)."""
     conv_aware_init: bool = False
@@ -80,6 +91,11 @@ class ModelConfig:
     def __post_init__(self) -> None:
         _check_choice("model.name", self.name, MODEL_PLUGINS)
         _check_choice("model.dtype", self.dtype, DTYPES)
+        if not (1.0 <= self.loss_scale <= 2.0**64):
+            raise ConfigError(f"model.loss_scale: {self.loss_scale} is not in 1..2**64")
+        if self.loss_scale_growth_steps < 1:
+            raise ConfigError("model.loss_scale_growth_steps: must be at least 1, got "
+                              f"{self.loss_scale_growth_steps}")
 
 
 @dataclasses.dataclass(frozen=True)

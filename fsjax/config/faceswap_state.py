@@ -16,6 +16,7 @@ from typing import Any
 from fsjax.config import (
     CENTERINGS,
     CLIPPING,
+    DTYPES,
     LOSS_FUNCTIONS,
     LR_FINDER_MODES,
     LR_FINDER_STRENGTHS,
@@ -125,7 +126,8 @@ def experiment_from_state(state: dict[str, Any], plugin: str, source: pathlib.Pa
     checked as on the command line."""
     options = read_choices(upgrade_options(state.get("config", {})), plugin, source)
     plugin_config = getattr(ModelConfig(), plugin, None)
-    model = dict(name=plugin, icnr_init=bool(options.get("icnr_init", False)),
+    model = dict(name=plugin, dtype=recorded_dtype(options, source),
+                 icnr_init=bool(options.get("icnr_init", False)),
                  conv_aware_init=bool(options.get("conv_aware_init", False)),
                  reflect_padding=bool(options.get("reflect_padding", False)),
                  lowmem=bool(options.get("lowmem", False)))
@@ -148,6 +150,21 @@ def experiment_from_state(state: dict[str, Any], plugin: str, source: pathlib.Pa
             train=train)
     except (ConfigError, TypeError, ValueError) as err:
         raise ConfigError(f"{source}: {err}") from None
+
+
+def recorded_dtype(options: dict[str, Any], source: pathlib.Path) -> str:
+    """The precision policy: fsjax's `dtype` where the file records one, else Faceswap's
+    `mixed_precision` (Keras's mixed_float16 is fsjax's float16) or float32."""
+    if "dtype" in options:
+        if options["dtype"] not in DTYPES:
+            raise ConfigError(f"{source}: option 'dtype' holds {json.dumps(options['dtype'])}, "
+                              f"which is not one of {', '.join(DTYPES)}")
+        return options["dtype"]
+    mixed = options.get("mixed_precision", False)
+    if not isinstance(mixed, bool):
+        raise ConfigError(f"{source}: option 'mixed_precision' holds {json.dumps(mixed)}, "
+                          "which is not true or false")
+    return "float16" if mixed else "float32"
 
 
 def _section(cls: type, default: Any, options: dict[str, Any], keys: tuple[str, ...]) -> Any:

@@ -43,6 +43,7 @@ import numpy as np
 from fsjax.checkpoint import folder, state_file
 from fsjax.checkpoint.manager import Checkpoints
 from fsjax.config import jsonfile
+from fsjax.config.faceswap_state import recorded_dtype
 from fsjax.interop import keras_graph, keras_upgrade
 from fsjax.interop.keras_graph import snake_case
 from fsjax.interop.optimizer_state import OptimizerImportError, keras_order
@@ -261,6 +262,49 @@ def _traced_graph(model_dir: pathlib.Path) -> dict[str, Any]:
     return keras_graph.model_config(graph)
 
 
+def with_precision(file_config: dict[str, Any], mixed: bool, recorded: Any = None,
+                   ) -> tuple[dict[str, Any], list[str]]:
+    """The graph with Faceswap's dtype policy on every layer that can switch precision
+    (`mixed_float16` for a float16 model, else `float32`) and the names of those layers, as
+    Faceswap records them in `mixed_precision_layers`: the state file's list where it holds one,
+    else every layer but the inputs and those Faceswap pins to float32: the sigmoid of each
+    `Conv2DOutput` and Phaze-A's `AdaInstanceNormalization`. bfloat16 has no Faceswap policy:
+    it is written as float32."""
+    graph = json.loads(json.dumps(file_config))  # a copy to edit
+    names: list[str] = []
+
+    def walk(layers: list[dict[str, Any]]) -> None:
+        for layer in layers:
+            config = layer.get("config", {})
+            if layer.get("class_name") in ("Functional", "Sequential"):
+                walk(config.get("layers", []))
+                continue
+            pinned = layer.get("class_name") == "AdaInstanceNormalization" or (
+                layer.get("class_name") == "Activation" and config.get("activation") == "sigmoid")
+            if layer.get("class_name") != "InputLayer" and "dtype" in config and not pinned:
+                names.append(config["name"])
+
+    walk(graph.get("config", {}).get("layers", []))
+    if isinstance(recorded, list) and recorded and all(isinstance(n, str) for n in recorded):
+        names = list(recorded)
+    switch, policy = set(names), "mixed_float16" if mixed else "float32"
+
+    def apply(layers: list[dict[str, Any]]) -> None:
+        for layer in layers:
+            config = layer.get("config", {})
+            if layer.get("class_name") in ("Functional", "Sequential"):
+                apply(config.get("layers", []))
+            elif config.get("name") in switch and "dtype" in config:
+                dtype = config["dtype"]
+                if isinstance(dtype, dict) and isinstance(dtype.get("config"), dict):
+                    dtype["config"]["name"] = policy  # Keras's own entry, shared id and all
+                else:
+                    config["dtype"] = keras_upgrade.dtype_policy(policy)
+
+    apply(graph.get("config", {}).get("layers", []))
+    return graph, names
+
+
 def _variables(saved: dict[str, Any]) -> dict[str, Any]:
     """params and the model-state collections (BatchNorm statistics) as one tree."""
     out: dict[str, Any] = {}
@@ -300,12 +344,15 @@ def export(model_dir: pathlib.Path, out: pathlib.Path, *,
         saved, _ = checkpoints.restore(jax.sharding.SingleDeviceSharding(jax.devices()[0]), step)
     finally:
         checkpoints.close()
-    entries = plan(stored["config"], _variables(saved))
     state = state_file.load_state(state_file.state_path(model_dir, name))
+    mixed = recorded_dtype(state.get("config", {}), model_dir) == "float16"
+    graph, layers = with_precision(stored["config"], mixed, state.get("mixed_precision_layers"))
+    entries = plan(graph, _variables(saved))
     state["iterations"] = int(step)  # the weights written are those of this iteration
+    state["mixed_precision_layers"] = layers
     if not isinstance(state.get("lowest_avg_loss"), (int, float)):
         state["lowest_avg_loss"] = 0.0  # Faceswap's "none yet"; it compares this with a float
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_keras(out, stored["config"], entries, str(stored.get("keras_version") or KERAS_VERSION))
+    write_keras(out, graph, entries, str(stored.get("keras_version") or KERAS_VERSION))
     state_file.write_state(state_out, state)
     return out, int(step), sum(a.size for e in entries for a in e.arrays)

@@ -32,6 +32,7 @@ from fsjax.interop import optimizer_state
 from fsjax.interop.keras_file import KerasFileError, KerasModel, Weight, read, read_optimizer
 from fsjax.interop.optimizer_state import OptimizerImportError, keras_order
 from fsjax.models import MODELS, get_model_module
+from fsjax.optim.loss_scale import DynamicLossScale, LossScaleState
 from fsjax.optim.optimizers import make_optimizer
 
 MODEL_SUFFIXES = (".keras", ".h5")
@@ -179,6 +180,7 @@ class _Saved:
     params: Any
     opt_state: Any
     model_state: Any
+    loss_scale: Any
 
 
 def _quiet(line: str) -> None:
@@ -206,7 +208,8 @@ def import_model(source: pathlib.Path, out: pathlib.Path,
         opt_state = optimizer_state.with_adam(opt_state, imported)
     iterations = int(fs_state.get("iterations", 0))
     state = _Saved(step=jnp.asarray(iterations, jnp.int32), params=params, opt_state=opt_state,
-                   model_state={k: v for k, v in variables.items() if k != "params"})
+                   model_state={k: v for k, v in variables.items() if k != "params"},
+                   loss_scale=_loss_scale(config, imported, say))
     out.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(out, name)
     try:
@@ -251,6 +254,23 @@ def _import_optimizer(keras: KerasModel, config: ExperimentConfig, params: dict[
         return None
     say(f"Imported Faceswap's Adam state at optimizer step {moments.step}")
     return moments
+
+
+def _loss_scale(config: ExperimentConfig, imported: optimizer_state.AdamMoments | None,
+                say: Callable[[str], None]) -> LossScaleState:
+    """The policy Faceswap's `mixed_precision` maps to (told to the user), and the loss scale
+    to continue: Faceswap 3's saved GradScaler where there is one, else Keras's start."""
+    state = DynamicLossScale.configured(config).init()
+    if config.model.dtype != "float16":
+        return state
+    say("Faceswap trained this model with mixed precision: it continues in fsjax's float16 "
+        "policy (model.dtype) with dynamic loss scaling; --config.model.dtype bfloat16 or "
+        "float32 may be chosen on resume")
+    if imported is not None and imported.loss_scale is not None:
+        scale, good = imported.loss_scale
+        say(f"Imported Faceswap's loss scale {scale:g} ({good} finite steps since it grew)")
+        return LossScaleState(jnp.asarray(scale, jnp.float32), jnp.asarray(good, jnp.int32))
+    return state
 
 
 def _fsjax_state(fs_state: dict[str, Any], config: ExperimentConfig) -> dict[str, Any]:

@@ -60,7 +60,7 @@ def _rewrite(model: dict[str, Any], models: set[str]) -> None:
         if cls == "SeparableConv2D":
             for key in ("kernel_initializer", "kernel_regularizer", "kernel_constraint"):
                 lconf.pop(key, None)
-        lconf["dtype"] = _policy(lconf.get("dtype"))
+        lconf["dtype"] = dtype_policy(lconf.get("dtype"))
         if lconf["dtype"] is None:
             lconf.pop("dtype")
         if cls in _MODELS:
@@ -68,11 +68,12 @@ def _rewrite(model: dict[str, Any], models: set[str]) -> None:
             _rewrite(layer, models)
 
 
-def _policy(dtype: Any) -> Any:
+def dtype_policy(dtype: Any) -> Any:
+    """A layer dtype as Keras 3 serialises it (a `DTypePolicy`), from a name or a legacy Policy."""
     if isinstance(dtype, str):
         return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype},
                 "registered_name": None}
     if isinstance(dtype, dict) and dtype.get("class_name") == "Policy":
         name = dtype.get("config", {}).get("name", "float32")
-        return _policy(name)
+        return dtype_policy(name)
     return dtype

@@ -46,6 +46,8 @@ class AdamMoments:
     step: int
     mu: dict[str, Any]
     nu: dict[str, Any]
+    loss_scale: tuple[float, int] | None = None
+    """Faceswap 3's mixed-precision GradScaler: (scale, finite steps since it last grew)."""
 
 
 def keras_order(names: Any) -> list[str]:
@@ -106,7 +108,19 @@ def from_torch(blob: bytes, keras: KerasModel, params: dict[str, Any]) -> AdamMo
             steps.add(int(np.asarray(entry["step"]).item()))
     if len(steps) != 1:
         raise OptimizerImportError(f"its parameters were stepped unequally ({sorted(steps)})")
-    return AdamMoments(steps.pop(), mu, nu)
+    return AdamMoments(steps.pop(), mu, nu, _scaler(saved.get("scaler")))
+
+
+def _scaler(scaler: Any) -> tuple[float, int] | None:
+    """torch's GradScaler state (`scale`, `_growth_tracker`), when it holds usable numbers."""
+    if not isinstance(scaler, dict):
+        return None
+    scale, tracker = scaler.get("scale"), scaler.get("_growth_tracker", 0)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (
+            np.isfinite(scale) and scale > 0) or isinstance(tracker, bool) or not isinstance(
+            tracker, int) or tracker < 0:
+        return None
+    return float(scale), int(tracker)
 
 
 def from_keras2(keras: KerasModel, params: dict[str, Any]) -> AdamMoments:

@@ -13,11 +13,14 @@ def console(line: str, *, error: bool = False, end: str = "\n") -> None:
 
 
 def status_line(elapsed: float, session_iterations: int, total_iterations: int, loss_a: float,
-                loss_b: float, examples_per_second: float) -> str:
-    """`[elapsed] [#session/total] Loss A: .., Loss B: .. | EG/s`, Faceswap's line plus speed."""
+                loss_b: float, examples_per_second: float, loss_scale: float | None = None,
+                ) -> str:
+    """`[elapsed] [#session/total] Loss A: .., Loss B: .. | EG/s`, Faceswap's line plus speed,
+    and `| loss scale S` under the float16 policy."""
     clock = time.strftime("%H:%M:%S", time.gmtime(elapsed))
-    return (f"[{clock}] [#{session_iterations:05d} | total {total_iterations:05d}] "
+    line = (f"[{clock}] [#{session_iterations:05d} | total {total_iterations:05d}] "
             f"Loss A: {loss_a:.5f}, Loss B: {loss_b:.5f} | {examples_per_second:.2f} EG/s")
+    return line if loss_scale is None else f"{line} | loss scale {loss_scale:g}"
 
 
 class MetricLogger:

@@ -23,6 +23,7 @@ from fsjax.config import ExperimentConfig
 from fsjax.data import pipeline
 from fsjax.data.stored_masks import STORED_MASK_TYPES
 from fsjax.models import get_model_module
+from fsjax.optim.loss_scale import DynamicLossScale
 from fsjax.optim.optimizers import make_optimizer, optimizer_steps
 from fsjax.training import lr_finder, resume
 from fsjax.training.inputs import data_seed, face_folders, sample_spec, scan_side
@@ -31,7 +32,7 @@ from fsjax.training.outputs import Outputs
 from fsjax.training.preview import PreviewWriter
 from fsjax.training.runtime import Runtime
 from fsjax.training.state import TrainState
-from fsjax.training.step import FINITE, init_state, make_init_fn, make_train_step
+from fsjax.training.step import FINITE, LOSS_SCALE, init_state, make_init_fn, make_train_step
 from fsjax.training.stop import StopRequest
 
 
@@ -108,7 +109,8 @@ class _Plan:
         load_layers = (resume.resolve_layers(train.load_layers, available, "train.load_layers")
                        if train.load_weights is not None else ())
         base_tx = make_optimizer(config.optimizer)  # the state layout; the rate comes later
-        init_fn = make_init_fn(spec_model.module, base_tx, spec_model.input_size, frozen)
+        init_fn = make_init_fn(spec_model.module, base_tx, spec_model.input_size, frozen,
+                               DynamicLossScale.configured(config))
         return cls(init_key, train_key, data_key, frozen, load_layers, base_tx, init_fn,
                    jax.eval_shape(init_fn, init_key))
 
@@ -127,7 +129,8 @@ def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_s
 
     frozen = plan.frozen
     fresh = functools.partial(init_state, spec_model.module, plan.base_tx, spec_model.input_size,
-                              plan.init_key, runtime.state_sharding, frozen)
+                              plan.init_key, runtime.state_sharding, frozen,
+                              DynamicLossScale.configured(config))
     out.remove_leftovers()  # under the lock: no other run is saving here
     checkpoints = Checkpoints(model_dir, name, primary=runtime.is_primary)
     iterator = pipeline.make_train_iter(
@@ -147,6 +150,9 @@ def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_s
             else:  # a model imported from Faceswap: no fsjax data order to continue
                 out.say("The data order starts afresh (no fsjax loader state in this save)")
             out.say(f"Resuming '{name}' in {model_dir} at iteration {int(state.step)}")
+            state = resume.switch_precision(
+                state, model_state.get("config", {}), config, runtime.state_sharding.loss_scale,
+                state_file.state_path(model_dir, name), out.say)
             if config.train.load_weights is not None:
                 out.say("--load-weights is ignored: it only applies to a new model")
         else:
@@ -154,6 +160,7 @@ def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_s
             if config.train.load_weights is not None:
                 state = resume.load_weights(state, config.train.load_weights, name,
                                             plan.load_layers, runtime.leaf_sharding, out.say)
+        out.say(resume.precision_line(config, state))
         if frozen:
             out.say(f"Frozen (not trained): {', '.join(frozen)}")
         session = _Session(config, name, model_dir, model_state, session_id, checkpoints,
@@ -265,7 +272,7 @@ class _Session:
         done = self.iterations - self.timed_from[1]
         rate = done * 2 * self.config.train.batch_size / max(now - self.timed_from[0], 1e-9)
         self.out.say(status_line(now - self.started, self.iterations, total, values["loss_a"],
-                                 values["loss_b"], rate))
+                                 values["loss_b"], rate, values.get(LOSS_SCALE)))
 
     def _not_finite(self, values: dict[str, float], total: int) -> None:
         bad = ", ".join(f"{k} = {v}" for k, v in sorted(values.items()) if not np.isfinite(v))

@@ -18,6 +18,9 @@ from fsjax.checkpoint.graft import GraftError, GraftReport, graft, leaf_names
 from fsjax.checkpoint.manager import Checkpoints, Placement
 from fsjax.checkpoint.state_file import ModelFolderError
 from fsjax.config import ConfigError, ExperimentConfig
+from fsjax.config.faceswap_state import recorded_dtype
+from fsjax.nn.precision import Policy
+from fsjax.optim.loss_scale import DynamicLossScale
 from fsjax.optim.optimizers import current_learning_rate
 from fsjax.training.logs import console
 from fsjax.training.state import TrainState
@@ -65,6 +68,36 @@ def restore_or_init(
     if "opt_state" in saved and (message := report.summary()):
         say(message)
     return state, iter_state, report
+
+
+def switch_precision(state: TrainState, options: dict[str, Any], config: ExperimentConfig,
+                     sharding: Any, source: pathlib.Path, say: Say = console) -> TrainState:
+    """A resume that changes `model.dtype`: allowed, as Faceswap allows `mixed_precision` to
+    change (parameters are float32 under every policy, so nothing is rewritten). A model
+    entering float16 starts the loss scale afresh, as Faceswap's new GradScaler does; one that
+    stays in float16 continues its scale."""
+    before, now = recorded_dtype(options, source), config.model.dtype
+    if before == now:
+        return state
+    line = f"model.dtype changed from {before} to {now} (Faceswap's mixed_precision: " \
+           f"{before == 'float16'} -> {now == 'float16'})"
+    if now == "float16":
+        rule = DynamicLossScale.configured(config)
+        state = state.replace(loss_scale=jax.device_put(rule.init(), sharding))
+        line += f"; the loss scale starts at {rule.initial:g}"
+    say(line)
+    return state
+
+
+def precision_line(config: ExperimentConfig, state: TrainState) -> str:
+    """The console line that names the run's precision policy."""
+    policy = Policy.named(config.model.dtype)
+    line = f"Precision policy {policy.name}: {policy.describe()}"
+    if policy.loss_scaling:
+        scale = float(jax.device_get(state.loss_scale.scale))
+        line += (f" (scale now {scale:g}, doubles after "
+                 f"{config.model.loss_scale_growth_steps} finite steps)")
+    return line
 
 
 def load_weights(state: TrainState, folder: pathlib.Path, name: str, layers: tuple[str, ...],

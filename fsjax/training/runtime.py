@@ -17,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fsjax.config import ExperimentConfig
 from fsjax.nn.precision import Policy
+from fsjax.optim.loss_scale import DynamicLossScale
 from fsjax.training import sharding
 
 
@@ -30,12 +31,14 @@ class Runtime:
         is_primary: this is process 0, the only one that writes the model folder's files and
             prints (orbax's checkpoint saves are collective: every process takes part).
         state_sharding: a TrainState-shaped tree with a sharding per leaf (`with_state`).
+        loss_scale: the dynamic loss scale rule under the float16 policy, else None.
     """
 
     mesh: Mesh
     policy: Policy
     is_primary: bool
     state_sharding: Any = None
+    loss_scale: DynamicLossScale | None = None
 
     @classmethod
     def create(cls, config: ExperimentConfig, devices: list[jax.Device] | None = None
@@ -44,15 +47,18 @@ class Runtime:
         evenly over them."""
         mesh = sharding.make_mesh(devices)
         sharding.check_batch_size(config.train.batch_size, mesh)
-        return cls(mesh=mesh, policy=Policy.named(config.model.dtype),
-                   is_primary=jax.process_index() == 0)
+        policy = Policy.named(config.model.dtype)
+        return cls(mesh=mesh, policy=policy, is_primary=jax.process_index() == 0,
+                   loss_scale=DynamicLossScale.configured(config) if policy.loss_scaling else None)
 
     @classmethod
     def on_mesh(cls, mesh: Mesh, state: Any, policy: Policy | None = None) -> Runtime:
         """The context of this process on `mesh` for `state` (arrays or their shapes): what
         benchmarks and tests that build a step by hand need."""
-        return cls(mesh=mesh, policy=Policy() if policy is None else policy,
-                   is_primary=jax.process_index() == 0).with_state(state)
+        policy = Policy() if policy is None else policy
+        return cls(mesh=mesh, policy=policy, is_primary=jax.process_index() == 0,
+                   loss_scale=DynamicLossScale() if policy.loss_scaling else None,
+                   ).with_state(state)
 
     def leaf_sharding(self, leaf: Any) -> NamedSharding:
         """How one state array (anything with a `.shape`) is placed: replicated on every device
@@ -81,3 +87,4 @@ class Runtime:
     def to_global(self, batch: Any) -> Any:
         """This process's numpy batch as global arrays split along the batch axis."""
         return sharding.to_global(batch, self.batch_sharding)
+

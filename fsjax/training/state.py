@@ -8,6 +8,8 @@ import flax.struct
 import jax
 import optax
 
+from fsjax.optim.loss_scale import LossScaleState
+
 
 class TrainState(flax.struct.PyTreeNode):
     """Step counter, model parameters, optimizer state and the model's other variables.
@@ -19,12 +21,16 @@ class TrainState(flax.struct.PyTreeNode):
             none).
         model_state: non-trained variable collections (BatchNorm's `batch_stats`), `{}` for
             models without any.
+        loss_scale: the dynamic loss scale and its count of finite steps
+            (`fsjax.optim.loss_scale`); every policy carries it so that saves have one layout,
+            only float16 uses it.
     """
 
     step: jax.Array
     params: Any
     opt_state: optax.OptState
     model_state: Any = flax.struct.field(default_factory=dict)
+    loss_scale: LossScaleState | None = None
 
     def variables(self) -> dict[str, Any]:
         """The variables `model.apply` takes."""

@@ -14,6 +14,7 @@ import optax
 from fsjax.config import LossConfig
 from fsjax.losses.collate import collate
 from fsjax.losses.masking import area_resize
+from fsjax.optim.loss_scale import DynamicLossScale, all_finite, select
 from fsjax.optim.optimizers import clip_threshold, current_learning_rate
 from fsjax.training.runtime import Runtime
 from fsjax.training.state import TrainState, split_frozen
@@ -21,7 +22,11 @@ from fsjax.training.state import TrainState, split_frozen
 Batch = dict[str, dict[str, jax.Array]]
 SIDES = ("a", "b")
 FINITE = "finite"
-"""The metric that says whether all the others are finite."""
+"""The metric that says whether all the others are finite (NaN protection reads it)."""
+LOSS_SCALE = "loss_scale"
+"""float16 only: the loss scale after the step."""
+SKIPPED = "skipped"
+"""float16 only: 1.0 where the step's gradients overflowed and nothing was updated, else 0.0."""
 
 
 def to_unit(x: jax.Array) -> jax.Array:
@@ -63,6 +68,7 @@ def train_step(
     loss_config: LossConfig,
     input_size: int | None = None,
     frozen: tuple[str, ...] = (),
+    loss_scale: DynamicLossScale | None = None,
 ) -> tuple[TrainState, dict[str, jax.Array]]:
     """One training iteration on a batch of both sides (an optimizer step, or one part of it
     when gradients are accumulated).
@@ -74,11 +80,16 @@ def train_step(
         input_size: the model's input size, when smaller than the loader's process size (the
             input is then area-resized, as Faceswap does before feeding the model).
         frozen: sub-models (top-level parameter names) that are not trained.
+        loss_scale: the float16 policy's dynamic loss scale rule; None (float32, bfloat16)
+            leaves the loss unscaled.
 
     Returns:
         The new state and scalar metrics named as Faceswap logs them (`total`, `face_A`, ...),
         plus `grad_norm`, `learning_rate`, with AutoClip `clip_threshold`, and `finite`: whether
         every other metric is finite (NaN protection reads it with the rest, no extra sync).
+        With loss scaling also `loss_scale` and `skipped`: a step whose gradients overflowed
+        changes nothing but the scale, and is not judged by NaN protection unless its loss
+        itself is not finite (its `grad_norm` is then not finite, and not judged).
     """
     step_rng = jax.random.fold_in(rng, state.step)
     trainable, fixed = split_frozen(state.params, frozen)
@@ -101,22 +112,38 @@ def train_step(
             metrics[f"loss_{side}"] = side_total
             metrics.update(terms)
         metrics["total"] = total
-        return total, (metrics, dict(model_state))
+        scaled = total if loss_scale is None else loss_scale.scale(total, state.loss_scale)
+        return scaled, (metrics, dict(model_state))
 
     (_, (metrics, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
+    if loss_scale is not None:  # unscaled before clipping, decay or accumulation see them
+        grads = loss_scale.unscale(grads, state.loss_scale)
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     params = {**optax.apply_updates(trainable, updates), **fixed}
     # Frozen sub-models keep their BatchNorm statistics too: nothing of theirs changes.
     model_state = {col: {k: state.model_state[col][k] if k in frozen else v
                          for k, v in tree.items()} for col, tree in model_state.items()}
     metrics["grad_norm"] = optax.tree.norm(grads)
+    judged = dict(metrics)
+    new_scale = state.loss_scale
+    if loss_scale is not None:
+        # An overflowed step is skipped whole: weights, optimizer (accumulated gradients and
+        # AutoClip's history included) and BatchNorm statistics stay as they were.
+        finite = all_finite(grads)
+        params, opt_state, model_state = select(
+            finite, (params, opt_state, model_state),
+            (state.params, state.opt_state, state.model_state))
+        new_scale = loss_scale.adjust(state.loss_scale, finite)
+        judged.pop("grad_norm")  # not finite on every skipped step, by design
+        metrics[LOSS_SCALE] = new_scale.scale
+        metrics[SKIPPED] = (~finite).astype(jnp.float32)
     if (rate := current_learning_rate(opt_state)) is not None:  # None: a foreign optimizer
-        metrics["learning_rate"] = rate
+        metrics["learning_rate"] = judged["learning_rate"] = rate
     if (threshold := clip_threshold(opt_state)) is not None:
-        metrics["clip_threshold"] = threshold
-    metrics[FINITE] = jnp.all(jnp.stack([jnp.isfinite(v).all() for v in metrics.values()]))
+        metrics["clip_threshold"] = judged["clip_threshold"] = threshold
+    metrics[FINITE] = all_finite(judged)
     new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                              model_state=model_state)
+                              model_state=model_state, loss_scale=new_scale)
     return new_state, metrics
 
 
@@ -135,7 +162,8 @@ def make_train_step(
     repl = runtime.replicated
     return jax.jit(
         functools.partial(train_step, model=model, tx=tx, loss_config=loss_config,
-                          input_size=input_size, frozen=tuple(frozen)),
+                          input_size=input_size, frozen=tuple(frozen),
+                          loss_scale=runtime.loss_scale),
         in_shardings=(runtime.state_sharding, runtime.batch_sharding, repl),
         out_shardings=(runtime.state_sharding, repl),
         donate_argnums=(0,),
@@ -144,17 +172,19 @@ def make_train_step(
 
 def make_init_fn(
     model: nn.Module, tx: optax.GradientTransformation, input_size: int,
-    frozen: tuple[str, ...] = (),
+    frozen: tuple[str, ...] = (), loss_scale: DynamicLossScale | None = None,
 ) -> Callable[[jax.Array], TrainState]:
     """A function from a PRNG key to a fresh TrainState (jit it with a replicated out sharding);
-    the optimizer state covers the sub-models not in `frozen`."""
+    the optimizer state covers the sub-models not in `frozen`. `loss_scale` gives the loss
+    scale's starting value (Keras's defaults when None; only float16 uses it)."""
 
     def init(key: jax.Array) -> TrainState:
         variables = _init_variables(model, input_size, key)
         params = variables.pop("params")
         opt_state = tx.init(split_frozen(params, frozen)[0])
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=opt_state,
-                          model_state=variables)
+                          model_state=variables,
+                          loss_scale=(loss_scale or DynamicLossScale()).init())
 
     return init
 
@@ -167,6 +197,7 @@ def _init_variables(model: nn.Module, input_size: int, key: jax.Array) -> dict[s
 def init_state(
     model: nn.Module, tx: optax.GradientTransformation, input_size: int, key: jax.Array,
     sharding: TrainState | jax.sharding.Sharding, frozen: tuple[str, ...] = (),
+    loss_scale: DynamicLossScale | None = None,
 ) -> TrainState:
     """A fresh TrainState placed with `sharding` (the run's sharding tree, or one sharding for
     every leaf), equal to `make_init_fn`'s.
@@ -177,15 +208,17 @@ def init_state(
     """
     if isinstance(sharding, TrainState):
         variables_at = {"params": sharding.params, **sharding.model_state}
-        opt_at, step_at = sharding.opt_state, sharding.step
+        opt_at, step_at, scale_at = sharding.opt_state, sharding.step, sharding.loss_scale
     else:
-        variables_at = opt_at = step_at = sharding
+        variables_at = opt_at = step_at = scale_at = sharding
     variables = jax.jit(functools.partial(_init_variables, model, input_size),
                         out_shardings=variables_at)(key)
     params = variables.pop("params")
     opt_state = jax.jit(tx.init, out_shardings=opt_at)(split_frozen(params, frozen)[0])
     step = jax.device_put(jnp.zeros((), jnp.int32), step_at)
-    return TrainState(step=step, params=params, opt_state=opt_state, model_state=variables)
+    scale = jax.device_put((loss_scale or DynamicLossScale()).init(), scale_at)
+    return TrainState(step=step, params=params, opt_state=opt_state, model_state=variables,
+                      loss_scale=scale)
 
 
 def make_predict_fn(model: nn.Module) -> Callable[[Any, jax.Array, jax.Array], dict[str, Any]]:

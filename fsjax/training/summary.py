@@ -8,6 +8,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from fsjax.nn.precision import Policy
+
 
 def param_tree(module: Any, input_size: int) -> dict[str, Any]:
     """Weight shapes of `module` without allocating them, as Keras counts weights: trainable
@@ -33,12 +35,16 @@ def count(tree: Any) -> int:
 
 
 def print_summary(
-    module: Any, name: str, input_size: int, out: Callable[[str], None] = print
+    module: Any, name: str, input_size: int, out: Callable[[str], None] = print,
+    policy: Policy | None = None,
 ) -> int:
-    """Prints every sub-model's layers and returns the total parameter count."""
+    """Prints the precision policy and every sub-model's layers; returns the total parameter
+    count."""
     params = param_tree(module, input_size)
     width = 60
+    policy = Policy() if policy is None else policy
     out(f'Model: "{name}"')
+    out(f"Precision policy: {policy.name} ({policy.describe()})")
     for sub_name, layers in params.items():
         out("=" * (width + 30))
         out(f'Sub-model: "{sub_name}"')
