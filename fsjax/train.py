@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import jax
 
+    from fsjax.training import distributed
+
     jax.config.update("jax_threefry_partitionable", True)
+    distributed.start(config)  # before anything touches a device
     from fsjax.models import get_model_module
 
     try:  # options that only the model can check (Phaze-A's layer arithmetic)

@@ -1,7 +1,7 @@
 """Times the jitted train step alone on a fixed batch.
 
     python scripts/benchmark.py --config experiments/original.py --batch-size 16 [--steps 5] \
-        [--config.model.dtype bfloat16 ...any other --config.* override]
+        [--config.model.dtype bfloat16] [--config.sharding.fsdp K] [any --config.* override]
 
 Prints per-step times, then one line `examples_per_second=<float> compile_seconds=<float>`, where
 examples are the faces of both sides and compile_seconds is the first step (trace + compile + run).
@@ -10,13 +10,13 @@ examples are the faces of both sides and compile_seconds is the first step (trac
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import jax
 import numpy as np
 
 from fsjax.models import get_model_module
-from fsjax.nn.precision import Policy
 from fsjax.optim.optimizers import make_optimizer
 from fsjax.training import sharding
 from fsjax.training.inputs import sample_spec
@@ -45,20 +45,26 @@ def time_step(config, batch_size: int, steps: int, log=print) -> tuple[float, fl
         (median seconds per step, seconds of the first step: trace + compile + run).
     """
     model = get_model_module(config.model.name).build(config)
-    mesh = sharding.make_mesh()
-    sharding.check_batch_size(batch_size, mesh)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train,
+                                                                   batch_size=batch_size))
+    runtime = Runtime.create(config)  # the run's mesh (FSDP included) and policy
     tx = make_optimizer(config.optimizer)
-    repl = sharding.replicated(mesh)
+    repl = runtime.replicated
     frozen = ()
+    init_fn = make_init_fn(model.module, tx, model.input_size)
     if config.train.freeze_weights:
-        names = list(jax.eval_shape(make_init_fn(model.module, tx, model.input_size),
-                                    jax.random.key(0)).params)
+        names = list(jax.eval_shape(init_fn, jax.random.key(0)).params)
         frozen = resolve_layers(config.train.freeze_layers, names, "train.freeze_layers")
-    state = init_state(model.module, tx, model.input_size, jax.random.key(0), repl, frozen)
-    runtime = Runtime.on_mesh(mesh, state, Policy.named(config.model.dtype))
+        init_fn = make_init_fn(model.module, tx, model.input_size, frozen)
+    runtime = runtime.with_state(jax.eval_shape(init_fn, jax.random.key(0)))
+    state = init_state(model.module, tx, model.input_size, jax.random.key(0),
+                       runtime.state_sharding, frozen)
+    per_device = sum(leaf.addressable_shards[0].data.nbytes
+                     for leaf in jax.tree.leaves((state.params, state.opt_state)))
+    log(f"mesh={dict(runtime.mesh.shape)} state_bytes_per_device={per_device}")
     step = make_train_step(model.module, tx, config.loss, runtime, model.input_size, frozen)
     spec = sample_spec(config, max((model.input_size,) + model.output_sizes))
-    batch = sharding.to_global(fixed_batch(spec, batch_size), sharding.batch_sharded(mesh))
+    batch = runtime.to_global(fixed_batch(spec, batch_size))
     key = jax.device_put(jax.random.key(1), repl)
 
     start = time.perf_counter()

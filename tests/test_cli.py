@@ -243,3 +243,23 @@ def test_a_folder_that_locks_but_cannot_be_written_is_one_line(tmp_path, monkeyp
     assert str(err.value) == f"{model_dir}: cannot write in the model folder: Disk quota exceeded"
     monkeypatch.undo()
     lock.take_folder(model_dir).release()  # the lock was released with the error
+
+
+def test_a_second_run_compiles_nothing_new_and_says_when_it_started(faces, tmp_path):
+    """JAX's persistent compilation cache (`--config.train.compilation-cache`): the second run
+    of the same model finds every program the first one compiled, so it adds no entry."""
+    cache = tmp_path / "xla"
+    args = ["--faces-a", str(faces[0]), "--faces-b", str(faces[1]), "--batch-size", "2",
+            "--config.data.num-processes", "0", "--config.train.no-write-image",
+            "--config.train.compilation-cache", str(cache)]
+    first = _train("--config.train.model-dir", str(tmp_path / "a"), "--iterations", "1", *args,
+                   config=TINY)
+    assert first.returncode == 0, first.stderr[-2000:]
+    entries = sorted(p.name for p in cache.iterdir())
+    assert entries  # the step, the init and the rest were written
+    second = _train("--config.train.model-dir", str(tmp_path / "b"), "--iterations", "1",
+                    *args, config=TINY)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert sorted(p.name for p in cache.iterdir()) == entries
+    for result in (first, second):
+        assert re.search(r"First iteration \d+\.\d s after start", result.stdout), result.stdout

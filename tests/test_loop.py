@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 
 import pytest
 
@@ -107,7 +108,7 @@ def test_a_second_run_on_the_same_folder_is_refused(tmp_path):
     first = ModelLock(tmp_path)
     with pytest.raises(state_file.ModelFolderError,
                        match=rf"another training run is using this model folder \(process "
-                             rf"{os.getpid()}\)"):
+                             rf"{os.getpid()}@{socket.gethostname()}\)"):
         ModelLock(tmp_path)
     first.release()
     ModelLock(tmp_path).release()  # free again once the first run ends

@@ -2,7 +2,10 @@
 
 Two runs writing the same checkpoints and state file would each overwrite the other's saves.
 `flock` is released by the kernel when the process ends however it ends (even SIGKILL), so a
-crashed run never leaves a stale lock behind.
+crashed run never leaves a stale lock behind. Only a run's process 0 takes it. On a shared file
+system the lock holds across hosts where the file system supports flock (NFS v3 with lockd and
+NFS v4 map it onto their byte-range locks; Lustre needs its `flock` mount option); the holder is
+written as `pid@host`.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pathlib
+import socket
 
 from fsjax.checkpoint.state_file import ModelFolderError
 
@@ -33,7 +37,7 @@ class ModelLock:
                 f"(process {holder}); stop it first, or use another --model-dir"
             ) from None
         os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        os.pwrite(self._fd, f"{os.getpid()}@{socket.gethostname()}".encode(), 0)
 
     def release(self) -> None:
         if self._fd is not None:

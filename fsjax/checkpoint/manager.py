@@ -131,13 +131,15 @@ class Checkpoints:
     def __init__(self, model_dir: pathlib.Path, name: str, *, max_to_keep: int = 1,
                  writable: bool = True, primary: bool = True) -> None:
         """`writable` is for the run that holds the folder's lock: its primary process removes
-        the leftovers of interrupted saves (with a warning) and unused optimizer saves; every
-        process of it takes part in the saves. A reader (`--load-weights`) touches nothing,
-        since another run may be saving there."""
+        the leftovers of interrupted saves (with a warning); every process of it takes part in
+        the saves and in deleting unused optimizer saves (orbax's collective delete). A reader
+        (`--load-weights`) touches nothing, since another run may be saving there."""
         model_dir = pathlib.Path(model_dir).absolute()
         self.directory = model_dir / f"{name}_checkpoints"
         self.optimizer_directory = model_dir / f"{name}_optimizer"
         self._cleans = writable and primary
+        # orbax's deletes are collective (a barrier): every process of the run takes part.
+        self._prunes = writable
         self._undo_on_close: list[Callable[[], None]] = []
         if self._cleans:
             for folder, what in ((self.directory, "model"),
@@ -191,7 +193,7 @@ class Checkpoints:
     def _drop_unused_optimizers(self) -> None:
         """Deletes the optimizer saves of steps whose model save is gone (pruned, or never
         committed because a run was killed between the two writes): nothing can resume them."""
-        if not self._cleans:
+        if not self._prunes:
             return
         kept = set(self._model.all_steps())
         for step in self._optimizer.all_steps():

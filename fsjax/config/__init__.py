@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import pathlib
 from typing import Literal
 
@@ -26,6 +27,7 @@ from fsjax.config.plugins import (  # noqa: F401  (re-exported)
     RealfaceConfig,
     UnbalancedConfig,
 )
+from fsjax.config.scale import DistributedConfig, ShardingConfig
 
 CENTERINGS = ("face", "head", "legacy")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -382,6 +384,11 @@ class TrainConfig:
     """Keep `freeze_layers` fixed: no updates and no optimizer state (`--freeze-weights`)."""
     freeze_layers: tuple[str, ...] = ("encoder",)
     """Sub-models `freeze_weights` keeps fixed (changeable on resume)."""
+    compilation_cache: pathlib.Path | None = None
+    """JAX's persistent compilation cache, so that the next run of the same model starts in
+    seconds. Default: $JAX_COMPILATION_CACHE_DIR, else ~/.cache/fsjax/xla."""
+    no_compilation_cache: bool = False
+    """Compile everything afresh every run."""
 
     def __post_init__(self) -> None:
         _check_range("train.batch_size", self.batch_size, 1, 256)
@@ -406,6 +413,8 @@ class ExperimentConfig:
     loss: LossConfig = LossConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
     train: TrainConfig = TrainConfig()
+    distributed: DistributedConfig = DistributedConfig()
+    sharding: ShardingConfig = ShardingConfig()
 
     @property
     def target_iterations(self) -> int:
@@ -413,6 +422,13 @@ class ExperimentConfig:
         if self.train.iterations is not None:
             return self.train.iterations
         return DEMO_ITERATIONS if self.data.uses_demo else 1_000_000
+
+
+def cache_root() -> pathlib.Path:
+    """fsjax's cache folder (demo faces, compiled programs): `$FSJAX_CACHE`, else
+    `~/.cache/fsjax`."""
+    root = os.environ.get("FSJAX_CACHE")
+    return pathlib.Path(root) if root else pathlib.Path.home() / ".cache" / "fsjax"
 
 
 def load_experiment(path: str | pathlib.Path) -> ExperimentConfig:

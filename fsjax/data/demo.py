@@ -23,6 +23,7 @@ import time
 import cv2
 import numpy as np
 
+from fsjax.config import cache_root
 from fsjax.data import align, header
 
 MARKER = "demo_faces.json"
@@ -355,9 +356,7 @@ def _face_header(landmarks: np.ndarray, name: str, frame_name: str, frame_size: 
 
 def default_demo_dir() -> pathlib.Path:
     """`$FSJAX_CACHE/demo_faces`, else `~/.cache/fsjax/demo_faces`."""
-    root = os.environ.get("FSJAX_CACHE")
-    base = pathlib.Path(root) if root else pathlib.Path.home() / ".cache" / "fsjax"
-    return base / "demo_faces"
+    return cache_root() / "demo_faces"
 
 
 def _is_complete(root: pathlib.Path, wanted: dict) -> bool:

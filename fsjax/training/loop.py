@@ -58,6 +58,7 @@ def train_and_evaluate(
     config: ExperimentConfig, *, stop: StopRequest | None = None
 ) -> TrainState:
     """Trains to `config.target_iterations` iterations or a stop request; returns the state."""
+    launched = time.time()
     stop = StopRequest() if stop is None else stop
     model_dir = pathlib.Path(config.train.model_dir)
     spec_model = get_model_module(config.model.name).build(config)
@@ -78,7 +79,7 @@ def train_and_evaluate(
     try:
         model_state = open_model_state(model_dir, name, config)
         return _train(config, stop, spec_model, model_state, runtime, out, plan,
-                      (metas_a, metas_b), (folder_a, folder_b))
+                      (metas_a, metas_b), (folder_a, folder_b), launched)
     finally:
         if lock is not None:
             lock.release()
@@ -117,7 +118,7 @@ class _Plan:
 
 def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_state: dict,
            runtime: Runtime, out: Outputs, plan: _Plan, metas: tuple,
-           folders: tuple) -> TrainState:
+           folders: tuple, launched: float) -> TrainState:
     """The run itself, once the inputs are checked and the folder is locked."""
     name, model_dir = spec_model.name, out.model_dir
     (metas_a, metas_b), (folder_a, folder_b) = metas, folders
@@ -164,7 +165,8 @@ def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_s
         if frozen:
             out.say(f"Frozen (not trained): {', '.join(frozen)}")
         session = _Session(config, name, model_dir, model_state, session_id, checkpoints,
-                           iterator, spec_model, (metas_a, metas_b, spec), runtime, out)
+                           iterator, spec_model, (metas_a, metas_b, spec), runtime, out,
+                           launched)
         if (config.train.use_lr_finder and iter_state is None
                 and (model_state.get("lr_finder") or -1) <= 0):
             state = session.find_learning_rate(state, plan.train_key, frozen)
@@ -207,6 +209,8 @@ class _Session:
     preview_source: tuple
     runtime: Runtime
     out: Outputs
+    launched: float
+    """When the run started (before the faces were scanned): the first iteration's wait."""
 
     def __post_init__(self) -> None:
         self.started = time.time()
@@ -222,7 +226,7 @@ class _Session:
         if total >= target:
             self.out.say(f"Already at {total} iterations (target {target}): nothing to do")
             return state
-        train_key = jax.device_put(train_key, self.runtime.replicated)
+        train_key = self.runtime.replicate_key(train_key)
         self.saved_at = total
         every = self.config.train.status_every
         # Metrics stay on device until they are read: every `status_every` iterations, once the
@@ -269,6 +273,8 @@ class _Session:
         now = time.time()
         if self.timed_from is None:  # the first step includes compilation: time from its end
             self.timed_from = (now, self.iterations)
+            self.out.say(f"First iteration {now - self.launched:.1f} s after start (scanning, "
+                         "building, restoring and compiling)")
         done = self.iterations - self.timed_from[1]
         rate = done * 2 * self.config.train.batch_size / max(now - self.timed_from[0], 1e-9)
         self.out.say(status_line(now - self.started, self.iterations, total, values["loss_a"],
@@ -302,7 +308,7 @@ class _Session:
                              f"current {current:.1e}, best {best:.1e}")
 
         self.out.say(f"Finding the learning rate over {opt.lr_finder_iterations} iterations...")
-        key = jax.device_put(train_key, self.runtime.replicated)
+        key = self.runtime.replicate_key(train_key)
         rate, record, state = lr_finder.find_learning_rate(
             state, step, batches, key, iterations=opt.lr_finder_iterations,
             strength=opt.lr_finder_strength, progress=progress)
