@@ -51,6 +51,7 @@ def test_two_processes_resume_one_process_save_and_train_as_it_would(check, face
     assert check.max_diff(check.saved_params(multi), check.saved_params(single)) <= 1e-6
 
 
+@pytest.mark.slow  # the heartbeat is JAX's; the default run trains two processes above
 def test_a_dead_process_stops_the_other_with_a_clear_error(check, faces, tmp_path):
     procs = check.launch(tmp_path / "m", faces, 1000, 8, 2, 8, tmp_path, heartbeat=10)
     log = tmp_path / "m_0.log"
