@@ -12,7 +12,13 @@ FACESWAP = [("-A", "--input-A"), ("-B", "--input-B"), ("-m", "--model-dir"), ("-
             ("-I", "--snapshot-interval"), ("-w", "--write-image"), ("-n", "--no-logs"),
             ("-u", "--summary"), ("-a", "--warmup"), ("-r", "--use-lr-finder"),
             ("-l", "--load-weights"), ("-f", "--freeze-weights"), ("-M", "--warp-to-landmarks"),
-            ("-P", "--no-flip"), ("-c", "--no-augment-color"), ("-W", "--no-warp")]
+            ("-P", "--no-flip"), ("-c", "--no-augment-color"), ("-W", "--no-warp"),
+            ("-x", "--timelapse-input-A"), ("-y", "--timelapse-input-B"),
+            ("-z", "--timelapse-output")]
+# Given together: the other one of each pair.
+PAIRS = {"--input-A": "--input-B", "--input-B": "--input-A",
+         "--timelapse-input-A": "--timelapse-input-B", "--timelapse-input-B": "--timelapse-input-A",
+         "--timelapse-output": "--timelapse-input-A"}
 # fsjax's own spellings, which stay.
 FSJAX = ["--faces-a", "--faces-b", "--model-dir", "--batch-size", "--iterations",
          "--save-interval", "--snapshot-interval", "--no-flip", "--no-warp", "--no-augment-color",
@@ -32,22 +38,25 @@ def _values(data_dir, tmp_path):
     return {"--input-A": str(data_dir / "faces/A"), "--input-B": str(data_dir / "faces/B"),
             "--model-dir": str(model), "--load-weights": str(other), "--trainer": "dfl-sae",
             "--batch-size": "8", "--iterations": "40", "--save-interval": "30",
-            "--snapshot-interval": "500", "--warmup": "7"}
+            "--snapshot-interval": "500", "--warmup": "7",
+            "--timelapse-input-A": str(data_dir / "faces/A"),
+            "--timelapse-input-B": str(data_dir / "faces/B"), "--timelapse-output": str(other)}
 
 
 def test_every_faceswap_switch_is_accepted_short_and_long(data_dir, tmp_path):
-    assert sorted((s.short, s.long) for s in SWITCHES) == sorted(FACESWAP)
+    # fsjax's own switches (--preview-scale, --timelapse-video) have no short form.
+    assert sorted((s.short, s.long) for s in SWITCHES if s.short) == sorted(FACESWAP)
     values = _values(data_dir, tmp_path)
     # `-w` turns on what fsjax already does by default: start from it turned off.
     base = ["--config.train.no-write-image"]
     default = parse_cli(base)
     for short, long in FACESWAP:
         switch = next(s for s in SWITCHES if s.long == long)
-        if long in ("--input-A", "--input-B"):  # the two sides are given together
-            pair = ["--faces-b" if long == "--input-A" else "--faces-a",
-                    values["--input-B" if long == "--input-A" else "--input-A"]]
-        else:
-            pair = []
+        pair = []
+        if other := PAIRS.get(long):
+            pair = [other, values[other]]
+            if long == "--timelapse-output":
+                pair += ["--timelapse-input-B", values["--timelapse-input-B"]]
         value = [values[long]] if switch.metavar else []
         # Faceswap names plugins with dashes (dfl-sae), fsjax with underscores.
         nested_value = ["dfl_sae"] if long == "--trainer" else value
@@ -73,6 +82,27 @@ def test_fsjax_spellings_stay(data_dir, tmp_path):
     assert str(config.data.faces_a) == values["--faces-a"]
 
 
+def test_timelapse_and_preview_switches(data_dir, tmp_path, capsys):
+    faces_a, faces_b = str(data_dir / "faces/A"), str(data_dir / "faces/B")
+    # Faceswap 2's deprecated -tia/-tib/-to, matched whole (not `-t ia`).
+    config = parse_cli(["-tia", faces_a, "-tib", faces_b, "-to", str(tmp_path), "-m", "m",
+                        "--timelapse-video", "--preview-scale", "50"])
+    train = config.train
+    assert (str(train.timelapse_input_a), str(train.timelapse_input_b)) == (faces_a, faces_b)
+    assert train.timelapse_folder == tmp_path and train.timelapse_video
+    assert train.preview_scale == 50 and config.model.name == "original"
+    config = parse_cli(["--timelapse-input-a", faces_a, "--timelapse-input-b", faces_b,
+                        "-m", str(tmp_path / "m")])
+    assert config.train.timelapse_folder == tmp_path / "m" / "timelapse"
+    assert parse_cli([]).train.timelapse_folder is None
+    for argv, message in ((["-x", faces_a], "needs both --timelapse-input-A and"),
+                          (["-z", str(tmp_path)], "--timelapse-output and --timelapse-video"),
+                          (["--preview-scale", "5"], "preview_scale=5 is out of range")):
+        with pytest.raises(SystemExit):
+            parse_cli(argv)
+        assert message in " ".join(capsys.readouterr().err.split()), argv
+
+
 def test_grouped_and_mixed_forms():
     config = parse_cli(["-PcW", "-b", "4", "--config.loss.eye-multiplier", "2", "-t", "DFL-H128"])
     assert config.augment.no_flip and config.augment.no_augment_color and config.augment.no_warp
@@ -81,7 +111,7 @@ def test_grouped_and_mixed_forms():
     # A switch's value is passed on as written, even if it looks like a switch.
     assert expand(["-m", "-P"]) == ["--config.train.model-dir", "-P"]
     # Anything else is left for the option parser.
-    assert expand(["-h", "-x", "--input"]) == ["-h", "-x", "--input"]
+    assert expand(["-h", "-q", "--input"]) == ["-h", "-q", "--input"]
 
 
 def test_help_starts_with_faceswaps_switches(capsys):

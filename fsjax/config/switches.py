@@ -59,9 +59,22 @@ GROUPS: tuple[tuple[str, tuple[Switch, ...]], ...] = (
         Switch("-I", "--snapshot-interval", "--config.train.snapshot-interval", "N",
                "iterations between snapshots (0: none)"),
     )),
+    ("timelapse", (
+        Switch("-x", "--timelapse-input-A", "--config.train.timelapse-input-a", "DIR",
+               "side A faces of the timelapse (the first 14 in name order)",
+               ("--timelapse-input-a", "-tia")),
+        Switch("-y", "--timelapse-input-B", "--config.train.timelapse-input-b", "DIR",
+               "side B faces of the timelapse", ("--timelapse-input-b", "-tib")),
+        Switch("-z", "--timelapse-output", "--config.train.timelapse-output", "DIR",
+               "timelapse frames folder (default: <model-dir>/timelapse)", ("-to",)),
+        Switch("", "--timelapse-video", "--config.train.timelapse-video", None,
+               "join the timelapse frames into timelapse.mp4 at the end of the run"),
+    )),
     ("preview", (
         Switch("-w", "--write-image", "--config.train.write-image", None,
                "write the preview image into the model folder"),
+        Switch("", "--preview-scale", "--config.train.preview-scale", "PERCENT",
+               "size of the written preview, in percent of the model's output size"),
     )),
     ("augmentation", (
         Switch("-M", "--warp-to-landmarks", "--config.augment.warp-to-landmarks", None,
@@ -74,8 +87,10 @@ GROUPS: tuple[tuple[str, tuple[Switch, ...]], ...] = (
     )),
 )
 SWITCHES: tuple[Switch, ...] = tuple(s for _, group in GROUPS for s in group)
-_SHORT = {s.short: s for s in SWITCHES}
-_LONG = {name: s for s in SWITCHES for name in (s.long, *s.also)}
+_SHORT = {s.short: s for s in SWITCHES if s.short}
+_LONG = {name: s for s in SWITCHES for name in (s.long, *s.also) if name.startswith("--")}
+# Faceswap 2's deprecated multi-letter short forms (-tia): matched whole, before -t's value.
+_LEGACY = {name: s for s in SWITCHES for name in s.also if not name.startswith("--")}
 # Every long spelling -> the nested flag (keep these names: checks use them).
 ALIASES: dict[str, str] = {name: s.target for name, s in _LONG.items()}
 
@@ -90,6 +105,9 @@ def _split(arg: str) -> tuple[Switch | None, str | None]:
     if arg.startswith("--"):
         flag, eq, value = arg.partition("=")
         return _LONG.get(flag), (value if eq else None)
+    flag, eq, value = arg.partition("=")
+    if flag in _LEGACY:
+        return _LEGACY[flag], (value if eq else None)
     switch = _SHORT.get(arg[:2]) if len(arg) >= 2 and arg[0] == "-" else None
     if switch is None or len(arg) == 2:
         return switch, None
@@ -130,6 +148,7 @@ def help_text() -> str:
     for group, switches in GROUPS:
         lines.append(f"  {group}:")
         for s in switches:
-            names = f"{s.short}, {s.long}" + (f" {s.metavar}" if s.metavar else "")
+            names = (f"{s.short}, " if s.short else "") + s.long + (
+                f" {s.metavar}" if s.metavar else "")
             lines.append(f"    {names:<30} {s.help}")
     return "\n".join(lines) + "\n"

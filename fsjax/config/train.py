@@ -26,7 +26,24 @@ class TrainConfig:
     write_image: bool = True
     """Write the preview `training_preview.png` into the model folder at each save (`-w`)."""
     preview_images: int = 14
-    """Faces per side in the preview (2..16)."""
+    """Faces per side in the preview and the timelapse (2..16)."""
+    preview_scale: int = 100
+    """Size of the written preview in percent of the model's output size (`--preview-scale`,
+    10..200): a 256 px model's full preview is 3072 px wide."""
+    preview_to_tensorboard: bool = False
+    """Also add the preview to this session's TensorBoard log, as image `preview`, at each
+    save."""
+    timelapse_input_a: pathlib.Path | None = None
+    """Side A faces of the timelapse (`-x`, `--timelapse-input-A`): the first `preview_images`
+    faces in name order go through the model at every save."""
+    timelapse_input_b: pathlib.Path | None = None
+    """Side B faces of the timelapse (`-y`, `--timelapse-input-B`)."""
+    timelapse_output: pathlib.Path | None = None
+    """Where the timelapse frames go (`-z`, `--timelapse-output`). Default:
+    `<model_dir>/timelapse` when both inputs are given."""
+    timelapse_video: bool = False
+    """At the end of the run, also join every frame of the timelapse folder into
+    `timelapse.mp4` there (`--timelapse-video`)."""
     no_logs: bool = False
     """Do not write TensorBoard logs (`-n`)."""
     status_every: int = 1
@@ -59,6 +76,13 @@ class TrainConfig:
     no_compilation_cache: bool = False
     """Compile everything afresh every run."""
 
+    @property
+    def timelapse_folder(self) -> pathlib.Path | None:
+        """Where timelapse frames are written; None: no timelapse."""
+        if self.timelapse_input_a is None:
+            return None
+        return self.timelapse_output or pathlib.Path(self.model_dir) / "timelapse"
+
     def __post_init__(self) -> None:
         _check_range("train.batch_size", self.batch_size, 1, 256)
         if self.iterations is not None:
@@ -66,7 +90,15 @@ class TrainConfig:
         _check_range("train.save_interval", self.save_interval, 1, 1_000_000)
         _check_range("train.snapshot_interval", self.snapshot_interval, 0, 1_000_000)
         _check_range("train.preview_images", self.preview_images, 2, 16)
+        _check_range("train.preview_scale", self.preview_scale, 10, 200)
         _check_range("train.status_every", self.status_every, 1, 100_000)
+        if (self.timelapse_input_a is None) != (self.timelapse_input_b is None):
+            raise ConfigError("the timelapse needs both --timelapse-input-A and "
+                              "--timelapse-input-B (train.timelapse_input_a/_b)")
+        if self.timelapse_input_a is None and (self.timelapse_output is not None
+                                               or self.timelapse_video):
+            raise ConfigError("--timelapse-output and --timelapse-video need "
+                              "--timelapse-input-A and --timelapse-input-B")
         _check_range("train.warmup", self.warmup, 0, 10_000_000)
         if self.load_weights is not None and not pathlib.Path(self.load_weights).is_dir():
             raise ConfigError(f"train.load_weights={str(self.load_weights)!r}: not a model folder")

@@ -270,8 +270,9 @@ def make_train_iter(
 
 
 def preview_batch(faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta], spec: SampleSpec,
-                  n: int, seed: int) -> Batch:
-    """Un-augmented crops of `n` distinct faces per side, chosen by `seed`, for preview images.
+                  n: int, seed: int | None) -> Batch:
+    """Un-augmented crops of `n` distinct faces per side, chosen by `seed`, for preview images
+    (`seed=None`: the first `n` in the given order, as the timelapse takes them).
 
     Returns the batch layout of `make_train_dataset` with "input" equal to "target". Faceswap's
     preview shows the full-coverage crop as the target; pass a second spec for that if wanted.
@@ -281,7 +282,8 @@ def preview_batch(faces_a: Sequence[FaceMeta], faces_b: Sequence[FaceMeta], spec
     for side, faces in zip(SIDES, (faces_a, faces_b), strict=True):
         if not 1 <= n <= len(faces):
             raise ValueError(f"preview needs 1..{len(faces)} faces for side {side}, got {n}")
-        chosen = np.sort(rng.choice(len(faces), size=n, replace=False))
+        chosen = (np.arange(n) if seed is None
+                  else np.sort(rng.choice(len(faces), size=n, replace=False)))
         samples = [load_sample(faces[i], spec) for i in chosen]
         images = np.stack([s["image"] for s in samples])
         side_batch = {"input": images, "target": images.copy()}

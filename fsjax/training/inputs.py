@@ -47,7 +47,7 @@ def face_folders(config: ExperimentConfig, say: Callable[..., None] = console
 
 
 def scan_side(side: str, folder: pathlib.Path, on_bad: str, stored_mask: str | None = None, *,
-              batch_size: int | None = None, demo: bool = False,
+              batch_size: int | None = None, demo: bool = False, min_faces: int = faces.MIN_FACES,
               say: Callable[..., None] = console) -> list[faces.FaceMeta]:
     """Scans one side's folder with a progress line, warning (through `say`) about skipped
     faces, about fewer faces than Faceswap recommends (not for the demo set, which is small on
@@ -59,20 +59,38 @@ def scan_side(side: str, folder: pathlib.Path, on_bad: str, stored_mask: str | N
             end = "\n" if done == total else ""
             say(f"\rScanning side {side}: {done}/{total} files", end=end, error=True)
 
-    scan = faces.scan_faces(folder, on_bad=on_bad, progress=progress, stored_mask=stored_mask)
+    scan = faces.scan_faces(folder, on_bad=on_bad, progress=progress, stored_mask=stored_mask,
+                            min_faces=min_faces)
     if scan.skipped:
         listed = "".join(f"\n  {path}: {reason}" for path, reason in scan.skipped[:20])
         more = f"\n  ... and {len(scan.skipped) - 20} more" if len(scan.skipped) > 20 else ""
         say(f"warning: side {side}: skipped {len(scan.skipped)} face files that cannot be "
             f"used:{listed}{more}", error=True)
     count = len(scan.faces)
-    if count < faces.WARN_FACES and not demo:
+    if count < faces.WARN_FACES and not demo and min_faces >= faces.MIN_FACES:
         say(f"warning: side {side} has only {count} faces; Faceswap recommends at "
             f"least {faces.WARN_FACES}", error=True)
     if batch_size is not None and batch_size > count:
         say(f"warning: side {side} has {count} faces, fewer than the batch size "
             f"{batch_size}: every batch holds some faces more than once", error=True)
     return scan.faces
+
+
+def scan_timelapse(config: ExperimentConfig, stored_mask: str | None,
+                   say: Callable[..., None] = console
+                   ) -> tuple[list[faces.FaceMeta], list[faces.FaceMeta]] | None:
+    """The timelapse faces of each side, checked like the training faces: the first
+    `train.preview_images` usable ones in name order (None: no timelapse)."""
+    train = config.train
+    if train.timelapse_folder is None:
+        return None
+    chosen = []
+    for side, folder in (("A", train.timelapse_input_a), ("B", train.timelapse_input_b)):
+        metas = scan_side(f"timelapse {side}", pathlib.Path(folder), config.data.bad_faces,
+                          stored_mask, min_faces=1, say=say)
+        chosen.append(metas)
+    count = min(train.preview_images, *map(len, chosen))
+    return chosen[0][:count], chosen[1][:count]
 
 
 def data_seed(key: jax.Array) -> int:

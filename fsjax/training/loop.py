@@ -26,14 +26,14 @@ from fsjax.models import get_model_module
 from fsjax.optim.loss_scale import DynamicLossScale
 from fsjax.optim.optimizers import make_optimizer, optimizer_steps
 from fsjax.training import lr_finder, resume
-from fsjax.training.inputs import data_seed, face_folders, sample_spec, scan_side
-from fsjax.training.logs import status_line
+from fsjax.training.inputs import data_seed, face_folders, sample_spec, scan_side, scan_timelapse
+from fsjax.training.logs import status_line, time_left
 from fsjax.training.outputs import Outputs
-from fsjax.training.preview import PreviewWriter
 from fsjax.training.runtime import Runtime
 from fsjax.training.state import TrainState
 from fsjax.training.step import FINITE, LOSS_SCALE, init_state, make_init_fn, make_train_step
 from fsjax.training.stop import StopRequest
+from fsjax.training.views import Views
 
 
 def open_model_state(model_dir: pathlib.Path, name: str, config: ExperimentConfig) -> dict:
@@ -72,6 +72,7 @@ def train_and_evaluate(
     sides = dict(batch_size=config.train.batch_size, demo=config.data.uses_demo, say=out.say)
     metas_a = scan_side("A", folder_a, config.data.bad_faces, stored_mask, **sides)
     metas_b = scan_side("B", folder_b, config.data.bad_faces, stored_mask, **sides)
+    timelapse = scan_timelapse(config, stored_mask, out.say)
     plan = _Plan.make(config, spec_model)
     runtime = runtime.with_state(plan.abstract)
     # The primary process owns the folder: it alone locks it and writes its files.
@@ -79,7 +80,7 @@ def train_and_evaluate(
     try:
         model_state = open_model_state(model_dir, name, config)
         return _train(config, stop, spec_model, model_state, runtime, out, plan,
-                      (metas_a, metas_b), (folder_a, folder_b), launched)
+                      (metas_a, metas_b), (folder_a, folder_b), launched, timelapse)
     finally:
         if lock is not None:
             lock.release()
@@ -118,7 +119,7 @@ class _Plan:
 
 def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_state: dict,
            runtime: Runtime, out: Outputs, plan: _Plan, metas: tuple,
-           folders: tuple, launched: float) -> TrainState:
+           folders: tuple, launched: float, timelapse_faces: tuple | None) -> TrainState:
     """The run itself, once the inputs are checked and the folder is locked."""
     name, model_dir = spec_model.name, out.model_dir
     (metas_a, metas_b), (folder_a, folder_b) = metas, folders
@@ -164,9 +165,9 @@ def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_s
         out.say(resume.precision_line(config, state))
         if frozen:
             out.say(f"Frozen (not trained): {', '.join(frozen)}")
+        views = Views(config, out, spec_model, (metas_a, metas_b, spec), timelapse_faces)
         session = _Session(config, name, model_dir, model_state, session_id, checkpoints,
-                           iterator, spec_model, (metas_a, metas_b, spec), runtime, out,
-                           launched)
+                           iterator, spec_model, views, runtime, out, launched)
         if (config.train.use_lr_finder and iter_state is None
                 and (model_state.get("lr_finder") or -1) <= 0):
             state = session.find_learning_rate(state, plan.train_key, frozen)
@@ -206,7 +207,7 @@ class _Session:
     checkpoints: Checkpoints
     iterator: Any
     spec_model: Any
-    preview_source: tuple
+    views: Views
     runtime: Runtime
     out: Outputs
     launched: float
@@ -216,7 +217,6 @@ class _Session:
         self.started = time.time()
         self.iterations = 0
         self.history: list[float] = []
-        self._preview: PreviewWriter | None = None
         self.timed_from: tuple[float, int] | None = None
 
     def run(self, state: TrainState, step_fn: Any, train_key: jax.Array,
@@ -256,6 +256,7 @@ class _Session:
             self.save(state, exit=True)
         reason = "target reached" if total >= target else "stop requested"
         self.out.say(f"Stopped at iteration {total} ({reason}); model saved in {self.model_dir}")
+        self.views.at_exit()
         return state
 
     def _report(self, pending: list[tuple[dict[str, jax.Array], int]]) -> None:
@@ -275,10 +276,13 @@ class _Session:
             self.timed_from = (now, self.iterations)
             self.out.say(f"First iteration {now - self.launched:.1f} s after start (scanning, "
                          "building, restoring and compiling)")
-        done = self.iterations - self.timed_from[1]
-        rate = done * 2 * self.config.train.batch_size / max(now - self.timed_from[0], 1e-9)
+        done, seconds = self.iterations - self.timed_from[1], now - self.timed_from[0]
+        rate = done * 2 * self.config.train.batch_size / max(seconds, 1e-9)
+        if done:  # the speed, once measured past the compiling first step
+            self.out.scalars(total, {"examples_per_second": rate})
+        eta = time_left(done, seconds, self.config.target_iterations - total)
         self.out.say(status_line(now - self.started, self.iterations, total, values["loss_a"],
-                                 values["loss_b"], rate, values.get(LOSS_SCALE)))
+                                 values["loss_b"], rate, values.get(LOSS_SCALE), eta))
 
     def _not_finite(self, values: dict[str, float], total: int) -> None:
         bad = ", ".join(f"{k} = {v}" for k, v in sorted(values.items()) if not np.isfinite(v))
@@ -362,9 +366,8 @@ class _Session:
         if snapshot:
             self.out.say(f"Snapshot of iteration {total} in {target}")
         if not repeat:
+            self.views.at_save(state.variables(), total)
             self.out.flush()
-            if self.config.train.write_image:
-                self._write_preview(state)
 
     def _loss_average(self) -> tuple[float | None, bool]:
         """The mean total loss since the last save, and whether this save is the backup:
@@ -380,14 +383,6 @@ class _Session:
             self.model_state["lowest_avg_loss"] = average
             return average, True
         return average, False
-
-    def _write_preview(self, state: TrainState) -> None:
-        if self._preview is None:  # the same faces at every save, loaded once
-            metas_a, metas_b, spec = self.preview_source
-            n = min(self.config.train.preview_images, len(metas_a), len(metas_b))
-            self._preview = PreviewWriter(pipeline.preview_batch(metas_a, metas_b, spec, n, seed=0),
-                                          self.spec_model)
-        self.out.preview(self._preview.render(state.variables()))
 
     def close(self) -> None:
         self.out.close()

@@ -19,6 +19,7 @@ from fsjax.checkpoint import folder, state_file
 from fsjax.config import ExperimentConfig
 from fsjax.training.logs import MetricLogger, console
 from fsjax.training.preview import write_preview
+from fsjax.training.timelapse import frame_name
 
 
 class Outputs:
@@ -81,6 +82,20 @@ class Outputs:
         computation; written by the primary one)."""
         if self.primary:
             write_preview(self.model_dir / folder.PREVIEW, image)
+
+    def log_image(self, tag: str, step: int, image: np.ndarray) -> None:
+        """An image in this session's TensorBoard log (if logs are on)."""
+        if self._logger is not None:
+            self._logger.image(tag, step, image)
+
+    def timelapse(self, folder: pathlib.Path, iteration: int, image: np.ndarray
+                  ) -> pathlib.Path:
+        """One timelapse frame into `folder` (created if missing); returns its path."""
+        path = pathlib.Path(folder) / frame_name(iteration)
+        if self.primary:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_preview(path, image)
+        return path
 
     def graph(self, plot: Callable[[pathlib.Path], pathlib.Path]) -> pathlib.Path | None:
         """Runs `plot(model_dir)` (a figure written into the model folder); returns its path."""

@@ -72,6 +72,17 @@ def write_preview(path: pathlib.Path, image: np.ndarray) -> None:
     tmp.replace(path)
 
 
+def scale_image(image: np.ndarray, percent: int) -> np.ndarray:
+    """The preview at `percent` of its size (Faceswap's preview scale): area-averaged down,
+    cubic up."""
+    if percent == 100:
+        return image
+    height, width = image.shape[:2]
+    size = (max(1, round(width * percent / 100)), max(1, round(height * percent / 100)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if percent < 100
+                      else cv2.INTER_CUBIC)
+
+
 def _resize(images: np.ndarray, size: int) -> np.ndarray:
     """uint8 (n,S,S,C) -> float32 (n,size,size,C) in [0, 1], box-averaged like INTER_AREA."""
     x = np.asarray(images, np.float32) / 255.0
