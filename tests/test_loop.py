@@ -12,7 +12,7 @@ from fsjax.config import ExperimentConfig
 from fsjax.data.demo import write_demo_faces
 from fsjax.data.header import FaceFileError
 from fsjax.training.inputs import scan_side
-from fsjax.training.loop import open_model_state
+from fsjax.training.resume import open_model_state
 from fsjax.training.stop import StopRequest
 
 

@@ -27,7 +27,7 @@ from fsjax.config import (
 )
 from fsjax.data.faces import load_sample, scan_folder
 from fsjax.optim.optimizers import current_learning_rate, make_optimizer, optimizer_steps
-from fsjax.training import inputs, loop, lr_finder, resume, sharding
+from fsjax.training import inputs, lr_finder, resume, sharding
 from fsjax.training.runtime import Runtime
 from fsjax.training.step import init_state, make_init_fn, make_train_step
 
@@ -94,15 +94,15 @@ def _steps(state, tx, mesh, batch, n, frozen=()):
 
 def test_changed_locked_options_are_refused_naming_each(tmp_path):
     created = ExperimentConfig()
-    state = loop.open_model_state(tmp_path, "original", created)
+    state = resume.open_model_state(tmp_path, "original", created)
     state_file.write_state(state_file.state_path(tmp_path, "original"), state)
     changeable = dataclasses.replace(
         created, optimizer=OptimizerConfig(learning_rate=1e-5, gradient_clipping="autoclip"))
-    assert loop.open_model_state(tmp_path, "original", changeable)["name"] == "original"
+    assert resume.open_model_state(tmp_path, "original", changeable)["name"] == "original"
     locked = dataclasses.replace(created, model=ModelConfig(lowmem=True),
                                  optimizer=OptimizerConfig(optimizer="lion"))
     with pytest.raises(state_file.ModelFolderError) as err:
-        loop.open_model_state(tmp_path, "original", locked)
+        resume.open_model_state(tmp_path, "original", locked)
     assert "lowmem: stored False, requested True" in str(err.value)
     assert "optimizer: stored 'adam', requested 'lion'" in str(err.value)
     assert "learning_rate" not in str(err.value)

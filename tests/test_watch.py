@@ -294,3 +294,27 @@ def test_preview_marks_the_learned_mask_and_scales():
     half = scale_image(image, 50)
     assert half.shape == (round(image.shape[0] / 2), image.shape[1] // 2, 3)
     assert scale_image(image, 100) is image
+
+
+def test_loop_times_say_where_the_steady_state_goes(tmp_path, faces, tiny_loop):
+    """The loop fills in LoopTimes (what scripts/bench_e2e.py reports): a row per iteration
+    whose parts fit inside the wall time, and a save per save."""
+    from fsjax.training.timing import LoopTimes
+
+    times = LoopTimes()
+    loop.train_and_evaluate(loop_config(tmp_path / "m", faces, iterations=6, save_interval=3),
+                            times=times)
+    # Saves at iterations 1, 3 and 6 (the exit: already saved, nothing more is written).
+    assert len(times.rows) == 6 and len(times.saves) == 3
+    assert times.first_iteration > 0
+    ends = [row["end"] for row in times.rows]
+    for before, row in zip(ends, times.rows[1:], strict=False):
+        assert row["data"] + row["step"] + row["save"] <= row["end"] - before
+    assert [row["save"] > 0 for row in times.rows] == [True, False, True, False, False, True]
+    summary = times.summary(2, 4)
+    assert summary["iterations"] == 4 and summary["saves"] == 3
+    assert summary["examples_per_second"] == pytest.approx(16 / (ends[-1] - ends[1]))
+    assert 0 < summary["data_wait_fraction"] + summary["step_fraction"] <= 1
+    assert summary["save_seconds"] == pytest.approx(np.mean(times.saves[1:]))
+    with pytest.raises(ValueError, match="need more than the 6 skipped"):
+        times.summary(6, 4)

@@ -33,32 +33,18 @@ from fsjax.training.runtime import Runtime
 from fsjax.training.state import TrainState
 from fsjax.training.step import FINITE, LOSS_SCALE, init_state, make_init_fn, make_train_step
 from fsjax.training.stop import StopRequest
+from fsjax.training.timing import LoopTimes
 from fsjax.training.views import Views
 
 
-def open_model_state(model_dir: pathlib.Path, name: str, config: ExperimentConfig) -> dict:
-    """Loads `<name>_state.json`, or starts a new one; refuses a folder holding another model
-    and a resume that changes a locked option."""
-    model_dir.mkdir(parents=True, exist_ok=True)
-    for other in model_dir.glob("*_state.json"):
-        if other.name != f"{name}_state.json":
-            raise state_file.ModelFolderError(
-                f"{model_dir}: this folder holds a different model ({other.name}); "
-                f"use another --model-dir for a new '{name}' model"
-            )
-    path = state_file.state_path(model_dir, name)
-    if not path.exists():
-        return state_file.new_state(name, config)
-    stored = state_file.load_state(path)
-    state_file.check_locked(stored.get("config", {}), config, path)
-    return stored
-
-
 def train_and_evaluate(
-    config: ExperimentConfig, *, stop: StopRequest | None = None
+    config: ExperimentConfig, *, stop: StopRequest | None = None,
+    times: LoopTimes | None = None,
 ) -> TrainState:
-    """Trains to `config.target_iterations` iterations or a stop request; returns the state."""
+    """Trains to `config.target_iterations` iterations or a stop request; returns the state.
+    `times` (if given) records where the wall time goes (scripts/bench_e2e.py)."""
     launched = time.time()
+    times = LoopTimes() if times is None else times
     stop = StopRequest() if stop is None else stop
     model_dir = pathlib.Path(config.train.model_dir)
     spec_model = get_model_module(config.model.name).build(config)
@@ -78,9 +64,9 @@ def train_and_evaluate(
     # The primary process owns the folder: it alone locks it and writes its files.
     lock = take_folder(model_dir) if runtime.is_primary else None
     try:
-        model_state = open_model_state(model_dir, name, config)
+        model_state = resume.open_model_state(model_dir, name, config)
         return _train(config, stop, spec_model, model_state, runtime, out, plan,
-                      (metas_a, metas_b), (folder_a, folder_b), launched, timelapse)
+                      (metas_a, metas_b), (folder_a, folder_b), (launched, times), timelapse)
     finally:
         if lock is not None:
             lock.release()
@@ -119,7 +105,7 @@ class _Plan:
 
 def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_state: dict,
            runtime: Runtime, out: Outputs, plan: _Plan, metas: tuple,
-           folders: tuple, launched: float, timelapse_faces: tuple | None) -> TrainState:
+           folders: tuple, clocks: tuple, timelapse_faces: tuple | None) -> TrainState:
     """The run itself, once the inputs are checked and the folder is locked."""
     name, model_dir = spec_model.name, out.model_dir
     (metas_a, metas_b), (folder_a, folder_b) = metas, folders
@@ -167,7 +153,7 @@ def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_s
             out.say(f"Frozen (not trained): {', '.join(frozen)}")
         views = Views(config, out, spec_model, (metas_a, metas_b, spec), timelapse_faces)
         session = _Session(config, name, model_dir, model_state, session_id, checkpoints,
-                           iterator, spec_model, views, runtime, out, launched)
+                           iterator, spec_model, views, runtime, out, *clocks)
         if (config.train.use_lr_finder and iter_state is None
                 and (model_state.get("lr_finder") or -1) <= 0):
             state = session.find_learning_rate(state, plan.train_key, frozen)
@@ -212,6 +198,7 @@ class _Session:
     out: Outputs
     launched: float
     """When the run started (before the faces were scanned): the first iteration's wait."""
+    times: LoopTimes
 
     def __post_init__(self) -> None:
         self.started = time.time()
@@ -232,9 +219,14 @@ class _Session:
         # Metrics stay on device until they are read: every `status_every` iterations, once the
         # next step is dispatched, and before every save (all of them at once, one sync).
         pending: list[tuple[dict[str, jax.Array], int]] = []
+        clock = time.perf_counter
         while total < target and not stop:
+            began = clock()
             batch = self.runtime.to_global(next(self.iterator))
+            fed = clock()
             state, metrics = step_fn(state, batch, train_key)
+            self.times.add("data", fed - began)
+            self.times.add("step", clock() - fed)
             if len(pending) >= every:
                 self._report(pending)
                 pending = []
@@ -250,6 +242,7 @@ class _Session:
                 self._report(pending)  # the NaN check runs before anything is saved
                 pending = []
                 self.save(state, exit=total >= target or bool(stop), snapshot=snapshot_due)
+            self.times.end_iteration()
         if pending:
             self._report(pending)
         if self.iterations:  # the exit save: only the optimizer is added if this step is saved
@@ -262,7 +255,9 @@ class _Session:
     def _report(self, pending: list[tuple[dict[str, jax.Array], int]]) -> None:
         """Reads the metrics of the iterations in `pending`; NaN protection judges each of them,
         TensorBoard gets each, and the status line shows the last."""
+        waiting = time.perf_counter()
         read = jax.device_get([metrics for metrics, _ in pending])
+        self.times.add("step", time.perf_counter() - waiting)
         for values, (_, total) in zip(read, pending, strict=True):
             finite = bool(values.pop(FINITE))
             values = {k: float(v) for k, v in values.items()}
@@ -332,12 +327,17 @@ class _Session:
         """Faceswap's save: the checkpoint (with the optimizer as `save_optimizer` says; always
         for a snapshot), the state file, the backup when the loss average is the best so far,
         the snapshot, the logs and the preview."""
+        began = time.perf_counter()
+        if self._save(state, exit=exit, snapshot=snapshot):
+            self.times.add("save", time.perf_counter() - began)
+
+    def _save(self, state: TrainState, *, exit: bool, snapshot: bool) -> bool:
         total = int(jax.device_get(state.step))
         mode = self.config.optimizer.save_optimizer
         with_optimizer = snapshot or mode == "always" or (mode == "exit" and exit)
         repeat = total == self.saved_at  # already on disk: at most the optimizer is added
         if repeat and (not with_optimizer or self.checkpoints.has_optimizer(total)):
-            return
+            return False
         self.checkpoints.save(state, self.iterator.get_state(), with_optimizer=with_optimizer)
         average, backup = self._loss_average()
         state_file.record_session(
@@ -368,6 +368,7 @@ class _Session:
         if not repeat:
             self.views.at_save(state.variables(), total)
             self.out.flush()
+        return True
 
     def _loss_average(self) -> tuple[float | None, bool]:
         """The mean total loss since the last save, and whether this save is the backup:

@@ -1,7 +1,8 @@
 """Where a run's state comes from: a resumed checkpoint, a fresh init, weights of another model.
 
-Also the session's learning rate: the configured or found rate, with Faceswap's per-session
-linear warmup, as an optax schedule over the optimizer's step count.
+Also the model folder's state file (`open_model_state`) and the session's learning rate: the
+configured or found rate, with Faceswap's per-session linear warmup, as an optax schedule over
+the optimizer's step count.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fsjax.checkpoint import state_file
 from fsjax.checkpoint.graft import GraftError, GraftReport, graft, leaf_names
 from fsjax.checkpoint.manager import Checkpoints, Placement
 from fsjax.checkpoint.state_file import ModelFolderError
@@ -173,3 +175,21 @@ def session_learning_rate(config: ExperimentConfig, state: TrainState,
     if config.optimizer.faceswap_compat and report is not None and report.kept_optimizer:
         return float(jax.device_get(current_learning_rate(state.opt_state)))
     return config.optimizer.learning_rate
+
+
+def open_model_state(model_dir: pathlib.Path, name: str, config: ExperimentConfig) -> dict:
+    """Loads `<name>_state.json`, or starts a new one; refuses a folder holding another model
+    and a resume that changes a locked option."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    for other in model_dir.glob("*_state.json"):
+        if other.name != f"{name}_state.json":
+            raise state_file.ModelFolderError(
+                f"{model_dir}: this folder holds a different model ({other.name}); "
+                f"use another --model-dir for a new '{name}' model"
+            )
+    path = state_file.state_path(model_dir, name)
+    if not path.exists():
+        return state_file.new_state(name, config)
+    stored = state_file.load_state(path)
+    state_file.check_locked(stored.get("config", {}), config, path)
+    return stored
