@@ -81,8 +81,9 @@ def time_step(config, batch_size: int, steps: int, log=print) -> tuple[float, fl
     return float(np.median(times)), first
 
 
-def step_flops(config, batch_size: int) -> float:
-    """XLA's FLOP count for one train step (from the lowered HLO; nothing is allocated)."""
+def step_flops(config, batch_size: int, *, with_bytes: bool = False):
+    """XLA's FLOP count for one train step (from the lowered HLO; nothing is allocated), and
+    with `with_bytes` also its estimate of the bytes the step reads and writes."""
     model = get_model_module(config.model.name).build(config)
     mesh = sharding.make_mesh(jax.devices()[:1])
     tx = make_optimizer(config.optimizer)
@@ -94,6 +95,8 @@ def step_flops(config, batch_size: int) -> float:
                          fixed_batch(spec, batch_size))
     cost = step.lower(state, batch, jax.random.key(1)).cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
+    if with_bytes:
+        return float(cost["flops"]), float(cost.get("bytes accessed", 0.0))
     return float(cost["flops"])
 
 

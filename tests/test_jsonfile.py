@@ -25,7 +25,7 @@ def test_too_large_is_refused_before_parsing():
 @pytest.mark.parametrize("text,reason", [
     ('{"iterations": 1, "x": ' + "[" * 100 + "]" * 100 + "}", "nested more than 64 levels"),
     (" " * (jsonfile.MAX_BYTES + 1), "bytes of JSON, more than"),
-])
+], ids=["too-deep", "too-large"])  # not the 64 MiB text itself as the test's id
 def test_fsjax_state_file_names_the_file(tmp_path, text, reason):
     path = tmp_path / "original_state.json"
     path.write_text(text)

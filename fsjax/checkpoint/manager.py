@@ -87,6 +87,20 @@ class _Held(logging.Filter):
         return True
 
 
+class _LostWriteTasks(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for orbax's write tasks of a failed
+    save: garbage collection reports each one again, at any time up to the interpreter's exit,
+    after SaveError has reported the failure once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Task exception was never retrieved")
+                    and "orbax" in message)
+
+
+_LOST_WRITES = _LostWriteTasks()
+
+
 def _late_loop_callback(unraisable: Any) -> bool:
     """A write tensorstore finished after orbax closed the event loop of a failed save."""
     return (isinstance(unraisable.exc_value, RuntimeError)
@@ -119,6 +133,7 @@ def _one_message_on_failure(undo_later: list[Callable[[], None]]) -> Iterator[No
         yield
     except BaseException:
         undo_later.append(undo)
+        logging.getLogger("asyncio").addFilter(_LOST_WRITES)  # kept: they come until exit
         raise
     undo()
     for record in held.records:
