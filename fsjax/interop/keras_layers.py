@@ -41,8 +41,8 @@ _ONES = {**_ZEROS, "class_name": "Ones"}
 
 def _conv_common(m: Any, padding: str = "same") -> dict[str, Any]:
     k, s = m.kernel_size, m.strides
-    return {"kernel_size": [k, k], "strides": [s, s], "padding": padding,
-            "data_format": "channels_last", "dilation_rate": [1, 1]}
+    return {"kernel_size": [k, k] if isinstance(k, int) else list(k), "strides": [s, s],
+            "padding": padding, "data_format": "channels_last", "dilation_rate": [1, 1]}
 
 
 def _regularized(*names: str) -> dict[str, None]:
@@ -60,15 +60,16 @@ def module_layer(m: nn.Module) -> tuple[str, dict[str, Any], str, str | None] | 
                **_regularized("kernel", "bias")}
         return "Conv2D", cfg, "keras.layers", None
     if isinstance(m, conv.DepthwiseConv2D):
-        cfg = {"depth_multiplier": 1, **_conv_common(m, m.padding.lower()),
-               "activation": "linear", "use_bias": True,
+        cfg = {"depth_multiplier": m.depth_multiplier, **_conv_common(m, m.padding.lower()),
+               "activation": "linear", "use_bias": m.use_bias,
                "depthwise_initializer": _initializer(m.kernel_init),
                "bias_initializer": _ZEROS, **_regularized("depthwise", "bias")}
         return "DepthwiseConv2D", cfg, "keras.layers", None
     if isinstance(m, conv.SeparableConv2D):
         init = _initializer(m.kernel_init)
-        cfg = {"depth_multiplier": 1, "filters": m.filters, **_conv_common(m),
-               "activation": "linear", "use_bias": True, "depthwise_initializer": init,
+        cfg = {"depth_multiplier": 1, "filters": m.filters,
+               **_conv_common(m, m.padding.lower()), "activation": "linear",
+               "use_bias": m.use_bias, "depthwise_initializer": init,
                "pointwise_initializer": init, "bias_initializer": _ZEROS,
                **_regularized("depthwise", "pointwise", "bias")}
         return "SeparableConv2D", cfg, "keras.layers", None
@@ -87,8 +88,8 @@ def module_layer(m: nn.Module) -> tuple[str, dict[str, Any], str, str | None] | 
                "bias_constraint": None, "quantization_config": None}
         return "Dense", cfg, "keras.layers", None
     if isinstance(m, normalization.BatchNormalization):
-        cfg = {"axis": -1, "momentum": m.momentum, "epsilon": m.epsilon, "center": True,
-               "scale": True, "beta_initializer": _ZEROS, "gamma_initializer": _ONES,
+        cfg = {"axis": -1, "momentum": m.momentum, "epsilon": m.epsilon, "center": m.center,
+               "scale": m.scale, "beta_initializer": _ZEROS, "gamma_initializer": _ONES,
                "moving_mean_initializer": _ZEROS, "moving_variance_initializer": _ONES,
                "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
                "gamma_constraint": None, "synchronized": False, "renorm": False,

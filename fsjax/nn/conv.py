@@ -58,6 +58,8 @@ def _conv2d(x: jax.Array, kernel: jax.Array, strides: int, padding: str) -> jax.
     (1.1-3x faster). Everything else: XLA's convolution. All paths use the same kernel layout.
     """
     k, h, w = kernel.shape[0], x.shape[1], x.shape[2]
+    if kernel.shape[1] != k:  # Inception's 1x7 / 7x1 kernels: XLA's convolution
+        k = 0
     small = max(h, w)
     if padding == "SAME" and strides == 2 and k == 5 and small <= 8 and h % 2 == 0 and w % 2 == 0:
         return _conv5x5_stride2_space_to_depth(x, kernel)
@@ -70,15 +72,20 @@ def _conv2d(x: jax.Array, kernel: jax.Array, strides: int, padding: str) -> jax.
     )
 
 
+def _pair(k: int | tuple[int, int]) -> tuple[int, int]:
+    return (k, k) if isinstance(k, int) else (int(k[0]), int(k[1]))
+
+
 class Conv2D(nn.Module):
     """A Keras-compatible Conv2D: `kernel` (kh, kw, in, out), `bias` (out,), SAME or VALID padding.
+    `kernel_size` is an int or (kh, kw).
 
     Small images take faster exact formulations (see `_conv2d`): same weights, same outputs to
     float rounding.
     """
 
     filters: int
-    kernel_size: int
+    kernel_size: int | tuple[int, int]
     strides: int = 1
     padding: str = "SAME"
     use_bias: bool = True
@@ -88,9 +95,9 @@ class Conv2D(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k = self.kernel_size
+        kh, kw = _pair(self.kernel_size)
         kernel = self.param(
-            "kernel", self.kernel_init, (k, k, x.shape[-1], self.filters), self.param_dtype
+            "kernel", self.kernel_init, (kh, kw, x.shape[-1], self.filters), self.param_dtype
         )
         x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
         y = _conv2d(x, kernel, self.strides, self.padding)
@@ -102,11 +109,13 @@ class Conv2D(nn.Module):
 
 class SeparableConv2D(nn.Module):
     """A Keras SeparableConv2D: `depthwise_kernel` (k, k, in, 1), `pointwise_kernel` (1, 1, in,
-    out) and `bias` (out,), SAME padding."""
+    out) and `bias` (out,) unless `use_bias=False`."""
 
     filters: int
     kernel_size: int = 5
     strides: int = 2
+    padding: str = "SAME"
+    use_bias: bool = True
     kernel_init: Initializer = he_uniform
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
@@ -118,36 +127,44 @@ class SeparableConv2D(nn.Module):
                                self.param_dtype)
         pointwise = self.param("pointwise_kernel", self.kernel_init, (1, 1, cin, self.filters),
                                self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.filters,), self.param_dtype)
         x = x.astype(self.dtype)
         y = jax.lax.conv_general_dilated(
-            x, depthwise.reshape(k, k, 1, cin).astype(self.dtype), (self.strides,) * 2, "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=cin)
+            x, depthwise.reshape(k, k, 1, cin).astype(self.dtype), (self.strides,) * 2,
+            self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=cin)
         y = y @ pointwise.reshape(cin, self.filters).astype(self.dtype)
+        if not self.use_bias:
+            return y
+        bias = self.param("bias", nn.initializers.zeros, (self.filters,), self.param_dtype)
         return y + bias.astype(self.dtype)
 
 
 
 
 class DepthwiseConv2D(nn.Module):
-    """A Keras DepthwiseConv2D (depth multiplier 1): `kernel` (k, k, in, 1), `bias` (in,)."""
+    """A Keras DepthwiseConv2D: `kernel` (k, k, in, depth_multiplier), `bias` (in * multiplier,)
+    unless `use_bias=False`. Output channel `c * m + j` is input channel c's j-th filter, as in
+    Keras."""
 
     kernel_size: int
     strides: int = 1
     padding: str = "SAME"
+    use_bias: bool = True
+    depth_multiplier: int = 1
     kernel_init: Initializer = he_uniform
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        k, cin = self.kernel_size, x.shape[-1]
-        kernel = self.param("kernel", self.kernel_init, (k, k, cin, 1), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (cin,), self.param_dtype)
+        k, cin, m = self.kernel_size, x.shape[-1], self.depth_multiplier
+        kernel = self.param("kernel", self.kernel_init, (k, k, cin, m), self.param_dtype)
         y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), kernel.reshape(k, k, 1, cin).astype(self.dtype),
+            x.astype(self.dtype), kernel.reshape(k, k, 1, cin * m).astype(self.dtype),
             (self.strides,) * 2, self.padding, dimension_numbers=("NHWC", "HWIO", "NHWC"),
             feature_group_count=cin)
+        if not self.use_bias:
+            return y
+        bias = self.param("bias", nn.initializers.zeros, (cin * m,), self.param_dtype)
         return y + bias.astype(self.dtype)
 
 

@@ -53,10 +53,36 @@ def leaky_relu(x: jax.Array, negative_slope: float, name: str | None = None) -> 
                  nn.leaky_relu(x, negative_slope))
 
 
+def _hard_sigmoid(v: jax.Array) -> jax.Array:
+    return jax.nn.relu6(v + 3.0) / 6.0  # Keras 3's hard_sigmoid
+
+
+_ACTIVATIONS = {
+    "sigmoid": lambda v: jax.nn.sigmoid(v.astype(jnp.float32)),  # float32, as Faceswap's outputs
+    "relu": jax.nn.relu,
+    "relu6": jax.nn.relu6,
+    "swish": jax.nn.silu,
+    "silu": jax.nn.silu,
+    "gelu": lambda v: jax.nn.gelu(v, approximate=False),  # Keras' default is the exact erf form
+    "tanh": jnp.tanh,
+    "hard_sigmoid": _hard_sigmoid,
+    "hard_swish": lambda v: v * _hard_sigmoid(v),
+    "softmax": jax.nn.softmax,
+    "linear": lambda v: v,
+}
+"""Keras activation names and their functions (the ones Faceswap's encoders use)."""
+
+
 def activation(x: jax.Array, kind: str, name: str | None = None) -> jax.Array:
-    """Keras `Activation`: `sigmoid` (computed in float32, as Faceswap's outputs are) or `relu`."""
-    fns = {"sigmoid": lambda v: jax.nn.sigmoid(v.astype(jnp.float32)), "relu": jax.nn.relu}
-    return _done("Activation", {"activation": kind}, name, [x], fns[kind](x))
+    """Keras `Activation` by name (`_ACTIVATIONS`)."""
+    return _done("Activation", {"activation": kind}, name, [x], _ACTIVATIONS[kind](x))
+
+
+def rescaling(x: jax.Array, scale: float, offset: float = 0.0,
+              name: str | None = None) -> jax.Array:
+    """Keras `Rescaling`: x * scale + offset."""
+    return _done("Rescaling", {"scale": scale, "offset": offset}, name, [x],
+                 x * jnp.asarray(scale, x.dtype) + jnp.asarray(offset, x.dtype))
 
 
 def swish(x: jax.Array, name: str | None = None) -> jax.Array:
@@ -144,25 +170,36 @@ def reflection_padding(x: jax.Array, kernel_size: int, strides: int,
                  [x], jnp.pad(x, pads + [(0, 0)], mode="reflect"))
 
 
-def zero_padding(x: jax.Array, pad: int, name: str | None = None) -> jax.Array:
-    y = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    return _done("ZeroPadding2D", {"padding": [[pad, pad], [pad, pad]],
+def zero_padding(x: jax.Array, pad: int | tuple[tuple[int, int], tuple[int, int]],
+                 name: str | None = None) -> jax.Array:
+    """Keras `ZeroPadding2D`: `pad` pixels on every side, or ((top, bottom), (left, right))."""
+    (t, b), (le, r) = ((pad, pad), (pad, pad)) if isinstance(pad, int) else pad
+    y = jnp.pad(x, ((0, 0), (t, b), (le, r), (0, 0)))
+    return _done("ZeroPadding2D", {"padding": [[t, b], [le, r]],
                                    "data_format": "channels_last"}, name, [x], y)
 
 
-def _pool_config(pool: int) -> dict[str, Any]:
-    return {"pool_size": [pool, pool], "padding": "valid", "strides": [pool, pool],
+def _pool_config(pool: int, strides: int, padding: str) -> dict[str, Any]:
+    return {"pool_size": [pool, pool], "padding": padding.lower(), "strides": [strides, strides],
             "data_format": "channels_last"}
 
 
-def average_pooling(x: jax.Array, pool: int = 2, name: str | None = None) -> jax.Array:
-    return _done("AveragePooling2D", _pool_config(pool), name, [x],
-                 nn.avg_pool(x, (pool, pool), strides=(pool, pool)))
+def average_pooling(x: jax.Array, pool: int = 2, name: str | None = None, *,
+                    strides: int | None = None, padding: str = "VALID") -> jax.Array:
+    """Keras `AveragePooling2D` (`strides` default `pool`); SAME padding averages only the real
+    pixels under the window, as Keras does."""
+    s = pool if strides is None else strides
+    y = nn.avg_pool(x, (pool, pool), strides=(s, s), padding=padding,
+                    count_include_pad=padding == "VALID")
+    return _done("AveragePooling2D", _pool_config(pool, s, padding), name, [x], y)
 
 
-def max_pooling(x: jax.Array, pool: int = 2, name: str | None = None) -> jax.Array:
-    return _done("MaxPooling2D", _pool_config(pool), name, [x],
-                 nn.max_pool(x, (pool, pool), strides=(pool, pool)))
+def max_pooling(x: jax.Array, pool: int = 2, name: str | None = None, *,
+                strides: int | None = None, padding: str = "VALID") -> jax.Array:
+    """Keras `MaxPooling2D` (`strides` default `pool`)."""
+    s = pool if strides is None else strides
+    y = nn.max_pool(x, (pool, pool), strides=(s, s), padding=padding)
+    return _done("MaxPooling2D", _pool_config(pool, s, padding), name, [x], y)
 
 
 def global_average_pooling(x: jax.Array, name: str | None = None) -> jax.Array:

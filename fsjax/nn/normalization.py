@@ -65,14 +65,18 @@ class BatchNormalization(nn.Module):
 
     momentum: float = 0.99
     epsilon: float = 1e-3
+    center: bool = True  # Keras' center/scale: False drops `beta` / `gamma` (Inception's BNs)
+    scale: bool = True
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         c = x.shape[-1]
-        gamma = self.param("gamma", nn.initializers.ones, (c,), self.param_dtype)
-        beta = self.param("beta", nn.initializers.zeros, (c,), self.param_dtype)
+        gamma = (self.param("gamma", nn.initializers.ones, (c,), self.param_dtype)
+                 if self.scale else 1.0)
+        beta = (self.param("beta", nn.initializers.zeros, (c,), self.param_dtype)
+                if self.center else 0.0)
         moving_mean = self.variable("batch_stats", "moving_mean", jnp.zeros, (c,), jnp.float32)
         moving_var = self.variable("batch_stats", "moving_variance", jnp.ones, (c,), jnp.float32)
         x32 = x.astype(jnp.float32)
@@ -142,3 +146,22 @@ class RMSNormalization(nn.Module):
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt((x32 ** 2).mean(-1, keepdims=True) + self.epsilon)
         return (y * scale).astype(self.dtype)
+
+
+class Normalization(nn.Module):
+    """Keras' `Normalization` preprocessing layer (EfficientNet and ConvNeXt open with one):
+    (x - mean) / max(sqrt(variance), 1e-7) over the last axis. Its `mean`, `variance` (c,) and
+    `count` () are data, not trained: they sit in `batch_stats` with the BatchNorm statistics
+    (Keras counts them as non-trainable weights) and are never updated. Unadapted (as Keras
+    builds it with `weights=None`) it is the identity."""
+
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        c = x.shape[-1]
+        mean = self.variable("batch_stats", "mean", jnp.zeros, (c,), jnp.float32).value
+        var = self.variable("batch_stats", "variance", jnp.ones, (c,), jnp.float32).value
+        self.variable("batch_stats", "count", lambda: jnp.zeros((), jnp.int32))
+        y = (x.astype(jnp.float32) - mean) / jnp.maximum(jnp.sqrt(var), 1e-7)
+        return y.astype(self.dtype)

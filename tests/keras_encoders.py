@@ -1,0 +1,119 @@
+"""Checking an fsjax encoder family against the Keras model it copies (`keras.applications` with
+`weights=None` on the JAX backend, or another Keras model).
+
+`check_against_keras(keras_model, forward, size)` builds the fsjax encoder inside a one-layer
+wrapper module, asserts that both have the same layers by name and the same parameter count,
+copies every Keras weight into the fsjax variables by layer name and weight name, and compares
+both forwards (inference mode: BatchNorm on its moving statistics) on a random batch: the largest
+difference may be at most `tol` times the largest output magnitude (or `tol` when that is below
+1), so deep networks whose features run into the hundreds are held to float32's relative
+precision.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+STATS = ("moving_mean", "moving_variance", "mean", "variance", "count")
+"""Keras weight names that fsjax keeps in `batch_stats` rather than `params`."""
+
+
+class Wrapped(nn.Module):
+    """Runs `forward(x)` in this module's scope, so its layers are this module's children (as
+    they are the `encoder` sub-model's in Phaze-A)."""
+
+    forward: Callable[[jax.Array], jax.Array]
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return self.forward(x)
+
+
+def keras_weights(model: Any) -> dict[str, dict[str, np.ndarray]]:
+    """{layer name: {weight name: array}} over every layer of `model`, nested models flattened."""
+    out: dict[str, dict[str, np.ndarray]] = {}
+
+    def visit(m: Any) -> None:
+        for layer in m.layers:
+            if hasattr(layer, "layers") and layer.layers:  # a nested model
+                visit(layer)
+                continue
+            if layer.weights:
+                assert layer.name not in out, f"layer name {layer.name} twice"
+                out[layer.name] = {w.name.split("/")[-1]: np.asarray(w.numpy())
+                                   for w in layer.weights}
+    visit(model)
+    return out
+
+
+def fsjax_variables(weights: dict[str, dict[str, np.ndarray]], abstract: dict[str, Any]
+                    ) -> dict[str, Any]:
+    """The Keras weights placed into fsjax's variable tree, checking names and shapes."""
+    flat: dict[tuple[str, str], Any] = {}
+    for collection, tree in abstract.items():
+        for layer, leaves in tree.items():
+            for name, leaf in leaves.items():
+                flat[(layer, name)] = (collection, leaf)
+    keras_keys = {(layer, name) for layer, ws in weights.items() for name in ws}
+    assert keras_keys == set(flat), (
+        f"only in Keras: {sorted(keras_keys - set(flat))[:20]}; "
+        f"only in fsjax: {sorted(set(flat) - keras_keys)[:20]}")
+    out: dict[str, Any] = {c: {} for c in abstract}
+    for (layer, name), (collection, leaf) in flat.items():
+        array = weights[layer][name]
+        assert array.shape == tuple(leaf.shape), (layer, name, array.shape, leaf.shape)
+        assert (collection == "batch_stats") == (name in STATS), (layer, name, collection)
+        out[collection].setdefault(layer, {})[name] = jnp.asarray(array, leaf.dtype)
+    return out
+
+
+def param_count(tree: Any) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def check_against_keras(keras_model: Any, forward: Callable[[jax.Array], jax.Array],
+                        size: int, *, batch: int = 2, tol: float = 1e-5, seed: int = 0,
+                        scale: float = 1.0, randomize: bool = True) -> dict[str, Any]:
+    """Asserts fsjax's `forward` equals `keras_model` (same layers, count, outputs within `tol`).
+
+    `randomize` first gives Keras's BatchNorm statistics random values (they start at 0 / 1,
+    which would hide a swapped mean and variance). Inputs are uniform in [0, scale)."""
+    rng = np.random.default_rng(seed)
+    if randomize:
+        for layer_weights in _stat_variables(keras_model):
+            for w in layer_weights:
+                shape = tuple(w.shape)
+                value = (rng.uniform(0.5, 1.5, shape) if "variance" in w.name
+                         else rng.normal(0, 0.1, shape))
+                w.assign(value.astype(np.float32))
+    x = (rng.uniform(0, scale, (batch, size, size, 3))).astype(np.float32)
+    module = Wrapped(forward)
+    abstract = jax.eval_shape(module.init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+    abstract = jax.tree_util.tree_map(lambda a: a, dict(abstract))
+    weights = keras_weights(keras_model)
+    variables = fsjax_variables(weights, abstract)
+    assert param_count(variables) == keras_model.count_params(), (
+        param_count(variables), keras_model.count_params())
+    expected = np.asarray(keras_model(x, training=False))
+    got = np.asarray(jax.jit(module.apply)(variables, jnp.asarray(x)))
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    worst = float(np.max(np.abs(got - expected)))
+    bound = tol * max(1.0, float(np.max(np.abs(expected))))
+    assert worst <= bound, f"largest difference {worst:.3g} > {bound:.3g}"
+    return variables
+
+
+def _stat_variables(model: Any):
+    for w in model.non_trainable_weights:
+        if w.name.split("/")[-1] in ("moving_mean", "moving_variance"):
+            yield [w]
