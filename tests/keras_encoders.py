@@ -117,3 +117,42 @@ def _stat_variables(model: Any):
     for w in model.non_trainable_weights:
         if w.name.split("/")[-1] in ("moving_mean", "moving_variance"):
             yield [w]
+
+
+def check_batch_norms(keras_model: Any, forward: Callable[[jax.Array], jax.Array],
+                      size: int) -> int:
+    """Asserts every fsjax BatchNormalization has its Keras twin's momentum, epsilon, center and
+    scale; returns how many there are.
+
+    This is what training mode adds over inference (batch statistics, moving-statistics update
+    with that momentum). A whole deep network in training mode cannot be compared numerically at
+    float32: dozens of layers normalised over a few samples amplify rounding far past 1e-5, so
+    the numbers are checked on a short network (`test_encoders_mobilenet.py`) and this check
+    covers each family's settings."""
+    from fsjax.nn.normalization import BatchNormalization
+
+    ours: dict[str, tuple[float, float, bool, bool]] = {}
+
+    def record(next_fun, args, kwargs, context):
+        module = context.module
+        if isinstance(module, BatchNormalization) and context.method_name == "__call__":
+            ours[module.name] = (module.momentum, module.epsilon, module.center, module.scale)
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(Wrapped(forward).init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+    theirs: dict[str, tuple[float, float, bool, bool]] = {}
+
+    def visit(m: Any) -> None:
+        for layer in m.layers:
+            if hasattr(layer, "layers") and layer.layers:
+                visit(layer)
+            elif type(layer).__name__ == "BatchNormalization":
+                theirs[layer.name] = (layer.momentum, layer.epsilon, layer.center, layer.scale)
+    visit(keras_model)
+    assert set(ours) == set(theirs), (sorted(set(ours) ^ set(theirs))[:10])
+    for name, settings in theirs.items():
+        assert np.allclose(ours[name][:2], settings[:2], rtol=1e-6, atol=0), (name, ours[name],
+                                                                              settings)
+        assert ours[name][2:] == settings[2:], (name, ours[name], settings)
+    return len(ours)

@@ -29,6 +29,12 @@ EXPECTED_PARAMS = {"original.py": 82_062_470, "original_lowmem.py": 60_565_126,
                    "phaze_a_dfl_saehd_df.py": 52_897_926,
                    "phaze_a_dfl_saehd_liae.py": 87_777_027, "phaze_a_dny512.py": 39_324_982,
                    "phaze_a_dny1024.py": 53_483_830,
+                   # Pretrained encoders: Keras' EfficientNetB4 (17,673,823) + Dense(87808 -> 512)
+                   # make stojo's 62,632,031-weight encoder; CLIP FaRL-B-16-64 for clipfaker.
+                   "phaze_a_stojo.py": 217_495_042, "phaze_a_sym384.py": 215_556_822,
+                   "phaze_a_clipfaker128.py": 157_003_654,
+                   "phaze_a_clipfaker256.py": 251_424_646,
+                   "phaze_a_clipfaker448.py": 285_805_830,
                    "phaze_a_tiny.py": 4_605_523}  # fsjax's own small Phaze-A
 
 

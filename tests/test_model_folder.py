@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import re
+import sys
 import types
 
 import jax
@@ -363,3 +364,32 @@ def test_a_failed_save_names_the_folder_and_keeps_the_previous_save(
     monkeypatch.undo()
     assert _state(model_dir)["iterations"] == 1  # the state file was never half written
     assert _steps(model_dir / "original_checkpoints") == [2]  # that checkpoint is complete
+
+
+def test_lost_orbax_writes_are_dropped_from_asyncio_logs_and_others_are_kept():
+    """After a failed save, garbage collection reports orbax's write tasks and the future that
+    gathers them ("Task ..." and "_GatheringFuture exception was never retrieved"): both are
+    dropped, whether orbax is named in the message or only in the traceback; asyncio's other
+    errors still reach the user."""
+    import logging
+
+    from fsjax.checkpoint.manager import _LOST_WRITES
+
+    def record(message, exc_info=None):
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, message, None, exc_info)
+
+    def orbax_traceback():
+        code = compile("raise ValueError('OUT_OF_RANGE')", "/venv/orbax/checkpoint/x.py", "exec")
+        try:
+            exec(code)
+        except ValueError:
+            return sys.exc_info()
+
+    assert not _LOST_WRITES.filter(record("Task exception was never retrieved\n"
+                                          "future: <Task coro=<orbax.write()>>"))
+    assert not _LOST_WRITES.filter(record("_GatheringFuture exception was never retrieved\n"
+                                          "future: <_GatheringFuture finished>",
+                                          orbax_traceback()))
+    assert _LOST_WRITES.filter(record("_GatheringFuture exception was never retrieved\n"
+                                      "future: <_GatheringFuture finished>"))
+    assert _LOST_WRITES.filter(record("Unclosed client session orbax"))

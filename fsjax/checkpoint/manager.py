@@ -87,15 +87,27 @@ class _Held(logging.Filter):
         return True
 
 
+def _from_orbax(record: logging.LogRecord) -> bool:
+    """The record names orbax, or its exception was raised inside orbax's code."""
+    if "orbax" in record.getMessage():
+        return True
+    tb = record.exc_info[2] if record.exc_info else None
+    while tb is not None:
+        if "orbax" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 class _LostWriteTasks(logging.Filter):
-    """Drops asyncio's "Task exception was never retrieved" for orbax's write tasks of a failed
-    save: garbage collection reports each one again, at any time up to the interpreter's exit,
-    after SaveError has reported the failure once."""
+    """Drops asyncio's "Task exception was never retrieved" (and the same for the
+    `_GatheringFuture` that gathers them) for orbax's write tasks of a failed save: garbage
+    collection reports each one again, at any time up to the interpreter's exit, after SaveError
+    has reported the failure once."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("Task exception was never retrieved")
-                    and "orbax" in message)
+        first = record.getMessage().partition("\n")[0]
+        return not (first.endswith("exception was never retrieved") and _from_orbax(record))
 
 
 _LOST_WRITES = _LostWriteTasks()

@@ -13,6 +13,7 @@ import pathlib
 from typing import Any
 
 from fsjax.config import ExperimentConfig, jsonfile
+from fsjax.config.plugins import FSJAX_ONLY_OPTIONS
 
 # Faceswap options that may change between sessions (`fixed=False`); the rest are locked at
 # creation.
@@ -93,7 +94,8 @@ def faceswap_options(config: ExperimentConfig) -> dict[str, Any]:
         options["lowmem"] = config.model.lowmem
     plugin = getattr(config.model, config.model.name, None)  # the plugin's own options, if any
     if dataclasses.is_dataclass(plugin):
-        options.update(dataclasses.asdict(plugin))
+        options.update({k: v for k, v in dataclasses.asdict(plugin).items()
+                        if k not in FSJAX_ONLY_OPTIONS})
     return options
 
 

@@ -137,15 +137,17 @@ PHAZE_A_PRETRAINED_ENCODERS = (
     "inception_v3", "mobilenet", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
     "nasnet_large", "nasnet_mobile", "resnet101", "resnet101_v2", "resnet152", "resnet152_v2",
     "resnet50", "resnet50_v2", "vgg16", "vgg19", "xception")
-"""Phaze-A encoders built on pretrained Keras-Applications / CLIP networks (not in fsjax)."""
+"""Phaze-A encoders built on Keras-Applications / CLIP networks (`fsjax.models.encoders`)."""
+FSJAX_ONLY_OPTIONS = ("enc_weights_path", "faceswap_compat")
+"""Plugin options of fsjax's own: not written into Faceswap's state file."""
 PHAZE_A_UPSCALERS = ("subpixel", "resize_images", "upscale_fast", "upscale_hybrid",
                      "upscale_dny")
 
 
 @dataclasses.dataclass(frozen=True)
 class PhazeAConfig:
-    """Faceswap's `[model.phaze_a]` options for its own `fs_original` encoder (reference/models.md
-    §2.11). Names, defaults and ranges are Faceswap's; `fsjax.models.phaze_a_presets` has its
+    """Faceswap's `[model.phaze_a]` options (reference/models.md §2.11). Names, defaults and
+    ranges are Faceswap's; `fsjax.models.phaze_a_presets` has its
     presets. Weight freezing/loading options live elsewhere."""
 
     output_size: int = 128
@@ -163,13 +165,30 @@ class PhazeAConfig:
     split_decoders: bool = False
     """One decoder per side (`decoder_a`, `decoder_b`) instead of one `decoder_both`."""
     enc_architecture: str = "fs_original"
-    """Encoder; fsjax has only `fs_original` (the pretrained Keras/CLIP networks are not
-    shipped)."""
+    """Encoder: Faceswap's own `fs_original`, or a Keras-Applications / CLIP network
+    (`PHAZE_A_PRETRAINED_ENCODERS`, `fsjax.models.encoders`)."""
     enc_scaling: int = 7
-    """Input size as a percentage of the encoder's 1024 px maximum, rounded down to 16 px, at
-    least 32 px (0..200; 7 gives 64 px)."""
+    """Input size as a percentage of the encoder's default size (1024 px for fs_original, 224 px
+    for ResNet50, ...), rounded down to 16 px, at least the encoder's minimum (0..200; 7 gives
+    64 px with fs_original)."""
     enc_load_weights: bool = True
-    """Load ImageNet weights; has no effect on `fs_original` (kept for Faceswap's presets)."""
+    """Start a new model from the encoder's ImageNet (or CLIP) weights, read from a file the
+    user has (`enc_weights_path`, else `~/.keras/models/`); no effect on `fs_original`."""
+    enc_weights_path: str = ""
+    """fsjax's own: the weights file, or the folder holding it, for `enc_load_weights` ("" looks
+    in `$KERAS_HOME/models`, default `~/.keras/models`). fsjax never downloads."""
+    mobilenet_width: float = 1.0
+    """MobileNet v1/v2/v3 width multiplier (Keras' `alpha`, 0.1..2.0)."""
+    mobilenet_depth: int = 1
+    """MobileNet v1 depth multiplier of its depthwise convs (1..10)."""
+    mobilenet_dropout: float = 0.001
+    """MobileNet v1 dropout (only used by Keras' classification top, which Phaze-A drops)."""
+    mobilenet_minimalistic: bool = False
+    """MobileNet v3 minimalistic variant (no squeeze-excite, hard-swish or 5x5 kernels)."""
+    faceswap_compat: bool = False
+    """fsjax's own: reproduce Faceswap's verified Phaze-A bugs (docs/compat.md): MobileNetV3
+    ignores the MobileNet options and keeps Keras' 0..255 preprocessing; `keras_encoder` in
+    `freeze_layers` freezes nothing when the case of the Keras model's name differs."""
     bottleneck_type: Literal["dense", "average_pooling", "max_pooling", "flatten"] = "dense"
     """Bottleneck layer after the encoder convs."""
     bottleneck_norm: Literal["none", "instance", "layer", "rms"] = "none"
@@ -248,10 +267,6 @@ class PhazeAConfig:
         if self.output_size % 16:
             raise ConfigError(f"{p}output_size={self.output_size} must be a multiple of 16 "
                               "(64..2048)")
-        if self.enc_architecture in PHAZE_A_PRETRAINED_ENCODERS:
-            raise ConfigError(f"{p}enc_architecture={self.enc_architecture!r} needs a pretrained "
-                              "Keras-Applications/CLIP network that fsjax does not ship: use "
-                              "'fs_original'")
         for option, allowed in PLUGIN_CHOICES["phaze_a"].items():
             _check_choice(p + option, getattr(self, option), allowed)
         ranges = {"enc_scaling": (0, 200), "bottleneck_size": (128, 4096), "fc_depth": (0, 16),
@@ -265,7 +280,8 @@ class PhazeAConfig:
                   "dec_max_filters": (256, 5120), "dec_filter_slope": (-0.99, 0.99),
                   "dec_res_blocks": (0, 8), "dec_output_kernel": (1, 9),
                   "fs_original_depth": (2, 10), "fs_original_min_filters": (16, 2048),
-                  "fs_original_max_filters": (256, 8192)}
+                  "fs_original_max_filters": (256, 8192), "mobilenet_width": (0.1, 2.0),
+                  "mobilenet_depth": (1, 10), "mobilenet_dropout": (0.0, 0.999)}
         for option, (low, high) in ranges.items():
             _check_range(p + option, getattr(self, option), low, high)
 
@@ -277,7 +293,7 @@ PLUGIN_CHOICES: dict[str, dict[str, tuple]] = {
     "dfl_sae": {"architecture": ("df", "liae")},
     "dlight": {"features": ("lowmem", "fair", "best"), "details": ("fast", "good"),
                "output_size": (128, 256, 384)},
-    "phaze_a": {"enc_architecture": ("fs_original",),
+    "phaze_a": {"enc_architecture": ("fs_original",) + PHAZE_A_PRETRAINED_ENCODERS,
                 "shared_fc": ("none", "full", "half"),
                 "bottleneck_type": ("dense", "average_pooling", "max_pooling", "flatten"),
                 "bottleneck_norm": ("none", "instance", "layer", "rms"),

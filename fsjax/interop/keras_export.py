@@ -47,6 +47,7 @@ from fsjax.config.faceswap_state import recorded_dtype
 from fsjax.interop import keras_graph, keras_upgrade
 from fsjax.interop.keras_graph import snake_case
 from fsjax.interop.optimizer_state import OptimizerImportError, keras_order
+from fsjax.models import nesting
 
 # Faceswap 3's Keras (reference/data.md); named in metadata.json when the import kept none.
 KERAS_VERSION = "3.14.1"
@@ -125,6 +126,8 @@ def layer_paths(file_config: dict[str, Any]) -> Iterator[tuple[str, str | None, 
         for layer in model.get("config", {}).get("layers", []):
             cls, conf = str(layer.get("class_name")), layer.get("config", {})
             name = str(conf.get("name", layer.get("name", "")))
+            if str(layer.get("module", "")).startswith("keras.src.ops."):
+                continue  # an operation on tensors (Faceswap's input scaling), not a layer
             where = f"{path}layers/{_unique(snake_case(cls), used)}"
             if isinstance(conf.get("layers"), list):
                 if cls != "Functional":
@@ -255,6 +258,10 @@ def _traced_graph(model_dir: pathlib.Path) -> dict[str, Any]:
     # The graph is traced in float32: Faceswap saves float32 variables, mixed precision or not.
     config = dataclasses.replace(config, model=dataclasses.replace(config.model, dtype="float32"))
     spec = get_model_module(config.model.name).build(config)
+    if spec.pretrained is not None:
+        raise ExportError(f"{model_dir}: fsjax cannot write the Keras graph of a Phaze-A model "
+                          f"it created with a pretrained encoder ({spec.pretrained.arch}); one "
+                          "imported from Faceswap exports with the graph it came with")
     try:
         graph = keras_graph.trace(spec.module, spec.input_size, spec.graph_name)
     except keras_graph.GraphError as err:
@@ -310,7 +317,7 @@ def _variables(saved: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     trees = [saved["params"], *dict(saved.get("model_state") or {}).values()]
     for tree in trees:
-        for sub, layers in dict(tree).items():
+        for sub, layers in nesting.flatten(dict(tree))[0].items():
             for layer, vars_ in dict(layers).items():
                 slot = out.setdefault(sub, {}).setdefault(layer, {})
                 for var, array in dict(vars_).items():

@@ -49,7 +49,12 @@ KNOWN_CLASSES = frozenset({
     "InputLayer", "InstanceNormalization", "KResizeImages", "LayerNormalization", "LeakyReLU",
     "MaxPooling2D", "Model", "Multiply", "Normalization", "PReLU", "PixelShuffler", "ReLU",
     "ReflectionPadding2D", "RMSNormalization", "Rescaling", "Reshape", "SeparableConv2D",
-    "SpatialDropout2D", "Swish", "UpSampling2D", "ZeroPadding2D"})
+    "SpatialDropout2D", "Swish", "UpSampling2D", "ZeroPadding2D",
+    # Phaze-A's pretrained encoders: Keras-Applications networks, the input scaling ops Faceswap
+    # puts before them (keras.src.ops.numpy Multiply / Subtract) and Faceswap's CLIP layers.
+    "ClassEmbedding", "Cropping2D", "CustomScaleLayer", "Dot", "GetItem", "GlobalMaxPooling2D",
+    "LayerScale", "MultiHeadAttention", "PositionalEmbedding", "Projection", "QuickGELU",
+    "Sequential", "Subtract"})
 
 Weights = dict[str, Any]  # nested: model -> (sub-model ->) layer -> list of Weight
 

@@ -31,7 +31,7 @@ from fsjax.config.faceswap_state import experiment_from_state, read_state
 from fsjax.interop import optimizer_state
 from fsjax.interop.keras_file import KerasFileError, KerasModel, Weight, read, read_optimizer
 from fsjax.interop.optimizer_state import OptimizerImportError, keras_order
-from fsjax.models import MODELS, get_model_module
+from fsjax.models import MODELS, get_model_module, nesting
 from fsjax.optim.loss_scale import DynamicLossScale, LossScaleState
 from fsjax.optim.optimizers import make_optimizer
 
@@ -109,14 +109,18 @@ def _load(path: pathlib.Path) -> tuple[FaceswapModel, dict[str, Any], KerasModel
 def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
     """Places every Keras weight at the fsjax variable of the same sub-model and layer name.
 
-    Within a layer, Keras stores the variables in creation order (kernel, bias; gamma, beta,
-    moving_mean, moving_variance); fsjax names them with Keras's names, so `KERAS_ORDER` pairs
-    them. BatchNorm statistics go to fsjax's `batch_stats`. Every fsjax variable must be filled,
-    every Keras weight used, and every shape and dtype must agree: all of it is checked before a
-    single value is read, so what is read is what the model needs and no more."""
+    A model nested in a sub-model (Phaze-A's pretrained network) is matched layer by layer
+    (`nesting`). Within a layer, Keras stores the variables in creation order (kernel, bias;
+    gamma, beta, moving_mean, moving_variance); fsjax names them with Keras's names, so
+    `KERAS_ORDER` pairs them. BatchNorm statistics go to fsjax's `batch_stats`. Every fsjax
+    variable must be filled, every Keras weight used, and every shape and dtype must agree: all
+    of it is checked before a single value is read, so what is read is what the model needs and
+    no more."""
     slots: dict[tuple[str, str], dict[str, tuple[str, Any]]] = {}
+    paths: dict[str, nesting.Paths] = {}
     for collection, tree in abstract.items():
-        for sub, layers in tree.items():
+        flat, paths[collection] = nesting.flatten(tree)
+        for sub, layers in flat.items():
             for layer, leaves in layers.items():
                 for name, leaf in leaves.items():
                     slots.setdefault((sub, layer), {})[name] = (collection, leaf)
@@ -160,7 +164,7 @@ def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
         # Cast on the host: a device cast would compile once per weight shape.
         out[collection].setdefault(sub, {}).setdefault(layer, {})[name] = jnp.asarray(
             np.asarray(array, leaf.dtype))
-    return out
+    return {c: nesting.unflatten(tree, paths[c]) for c, tree in out.items()}
 
 
 def _flat_layers(layers: dict[str, Any]):
@@ -244,10 +248,13 @@ def _import_optimizer(keras: KerasModel, config: ExperimentConfig, params: dict[
                 f"the model's optimizer is {config.optimizer.optimizer}"
                 f"{' with AMSGrad' if config.optimizer.ada_amsgrad else ''}; only Adam's and "
                 "AdamW's state maps onto fsjax's")
+        flat, paths = nesting.flatten(params)
         if keras.format == "keras3":
-            moments = optimizer_state.from_torch(read_optimizer(keras.path), keras, params)
+            moments = optimizer_state.from_torch(read_optimizer(keras.path), keras, flat)
         else:
-            moments = optimizer_state.from_keras2(keras, params)
+            moments = optimizer_state.from_keras2(keras, flat)
+        moments.mu, moments.nu = (nesting.unflatten(moments.mu, paths),
+                                  nesting.unflatten(moments.nu, paths))
     except optimizer_state.OptimizerImportError as err:
         say(f"Faceswap's optimizer state in {keras.path} was not imported ({err}): the "
             "optimizer starts afresh, as Faceswap does for a model saved without one")

@@ -28,8 +28,10 @@ from fsjax.interop.torch_file import TorchFileError, read_object
 
 # The order in which Keras creates a layer's variables, by the names fsjax gives them.
 KERAS_ORDER = ("kernel", "depthwise_kernel", "pointwise_kernel", "bias", "gamma", "beta",
-               "scale", "offset", "alpha", "moving_mean", "moving_variance")
-NON_TRAINABLE = ("moving_mean", "moving_variance")
+               "scale", "offset", "alpha", "moving_mean", "moving_variance", "mean", "variance",
+               "count")
+NON_TRAINABLE = ("moving_mean", "moving_variance", "mean", "variance", "count")
+"""Keras' non-trainable weights: BatchNorm's moving and Normalization's adapted statistics."""
 ADAM_KEYS = {"step", "exp_avg", "exp_avg_sq"}
 _SLOT = re.compile(r"(?:[^/]+/)?(?P<layer>.+)/(?P<var>[^/]+)/(?P<slot>m|v|vhat):0")
 _SLOT_NEW = re.compile(r"[^/]+/(?P<slot>m|v)/(?P<layer>.+)/(?P<var>[^/]+):0")

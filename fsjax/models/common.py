@@ -34,6 +34,13 @@ class ModelSpec:
     learn_mask: bool
     keras_name: str = ""
     """The name Faceswap gives the whole Keras model, where it is not the plugin's."""
+    keras_encoder: str = ""
+    """Phaze-A's pretrained network as `freeze_layers`' `keras_encoder` names it
+    (`encoder/<Keras model name>`; ending in `!` where Faceswap's name for it matches nothing,
+    with `faceswap_compat`)."""
+    pretrained: Any = None
+    """Phaze-A's pretrained network (`fsjax.models.encoders.backbone.BackboneSpec`), if any:
+    what `enc_load_weights` fills."""
 
     @property
     def graph_name(self) -> str:

@@ -1,11 +1,11 @@
 """Faceswap's Phaze-A model (`plugins/train/model/phaze_a.py`, reference/models.md §2.11).
 
-A configurable autoencoder: a shared `encoder` (Faceswap's own fs_original, or its DNY variant),
-fully connected "hidden" models (`fc_a`/`fc_b` or `fc_both`, optionally `fc_shared`
+A configurable autoencoder: a shared `encoder` (Faceswap's own fs_original, its DNY variant, or
+a pretrained Keras-Applications / CLIP network nested in it, `fsjax.models.encoders`), fully
+connected "hidden" models (`fc_a`/`fc_b` or `fc_both`, optionally `fc_shared`
 concatenated to them), an optional StyleGAN-like G-Block fed by a shared `fc_gblock`, and
 decoders (`decoder_both` or `decoder_a`/`decoder_b`). Faceswap's presets re-create the classic
-models with it (`phaze_a_presets.py`). The encoders built on pretrained Keras-Applications or
-CLIP networks are not available (config error).
+models with it (`phaze_a_presets.py`).
 
 Faceswap quirks kept on purpose, since layer names and counts depend on them:
 - The decoder filter list is computed once, by the first upscale chain built (which may sit in
@@ -36,7 +36,9 @@ import jax
 import numpy as np
 
 from fsjax.config import ConfigError, ExperimentConfig, PhazeAConfig
+from fsjax.models import encoders
 from fsjax.models.common import ModelSpec, model_options
+from fsjax.models.encoders import backbone
 from fsjax.models.phaze_a_layers import (
     Bottleneck,
     Chain,
@@ -48,6 +50,8 @@ from fsjax.models.phaze_a_layers import (
     Recursion,
     Stage,
     Upscaler,
+    get_curve,
+    scale_dim,
 )
 from fsjax.nn import blocks, layers
 
@@ -58,41 +62,11 @@ _NORM_LAYERS = {"batch": "batch_normalization", "group": "group_normalization",
 """Keras' automatic name bases of the normalization layers."""
 
 
-def get_curve(start: int, end: int, num_points: int, scale: float, mode: str = "full") -> list[int]:
-    """Faceswap's filter curve from `start` to `end` over `num_points`, each rounded down to 8.
-
-    `full`: y = (x - x*s) / (s - 2s|x| + 1) over x in linspace(0, 1), scaled onto start..end;
-    negative s moves fast first. `cap_max` / `cap_min`: keep multiplying by (1 - |s|) until `end`,
-    then pad with `start` at the front / `end` at the back. `s` is clipped to +-0.99.
-    """
-    scale = min(0.99, max(-0.99, scale))
-    if mode == "full":
-        x = np.linspace(0.0, 1.0, num=num_points)
-        y = (x - x * scale) / (scale - np.abs(x) * 2 * scale + 1)
-        return [int((v // 8) * 8) for v in y * (end - start) + start]
-    values, ratio = [start], 1.0 - abs(scale)
-    for _ in range(num_points - 1):
-        values.append(max(end, int(((values[-1] * ratio) // 8) * 8)))
-        if values[-1] == end:
-            break
-    pad = [start if mode == "cap_max" else end] * (num_points - len(values))
-    return pad + values if mode == "cap_max" else values + pad
-
-
-def scale_dim(target: int, dim: int) -> int:
-    """The size reached by halving `target` while it stays above `dim` and whole (Faceswap's
-    `_scale_dim`): the spatial size the decoder can double back up to `target`."""
-    new = target
-    while new > dim:
-        half = new / 2
-        if not half.is_integer():
-            break
-        new = int(half)
-    return new
-
-
 def input_size(opts: PhazeAConfig) -> int:
-    """fs_original's 1024 px scaled by `enc_scaling` %, rounded down to 16, at least 32."""
+    """The encoder's default size (1024 px for fs_original) scaled by `enc_scaling` %, rounded
+    down to 16, at least the encoder's minimum (NASNet: its default size for ImageNet weights)."""
+    if opts.enc_architecture != "fs_original":
+        return encoders.input_size(opts.enc_architecture, opts.enc_scaling, opts.enc_load_weights)
     return int(max(32, ((1024 * (opts.enc_scaling / 100)) // 16) * 16))
 
 
@@ -106,6 +80,17 @@ class KerasNames:
         index = self._counts[base]
         self._counts[base] += 1
         return f"{base}_{index}" if index else base
+
+    def skip_taken(self, names: list[str]) -> None:
+        """Counts the automatic names a nested Keras model used (`dense`, `conv2d_3`, ...)."""
+        for name in names:
+            base, _, index = name.rpartition("_")
+            if not index.isdigit():
+                base, index = name, "0"
+            if base in self._BASES:
+                self._counts[base] = max(self._counts[base], int(index) + 1)
+
+    _BASES = frozenset({"dense", "conv2d", "gaussian_noise", *_NORM_LAYERS.values()})
 
 
 class PhazeA(nn.Module):
@@ -160,13 +145,27 @@ class _Planner:
     """Walks Faceswap's build order once: hands out layer names (block counters and Keras'
     automatic names) and tracks shapes to size and check each layer."""
 
-    def __init__(self, opts: PhazeAConfig, learn_mask: bool, reflect_padding: bool) -> None:
-        self.o, self.learn_mask, self.reflect = opts, learn_mask, reflect_padding
+    def __init__(self, opts: PhazeAConfig, learn_mask: bool, reflect_padding: bool,
+                 compat: bool = False) -> None:
+        self.o, self.learn_mask, self.reflect, self.compat = (opts, learn_mask, reflect_padding,
+                                                              compat)
         self.names, self.auto = blocks.Namer(), KerasNames()
         self.dec_filters: list[int] | None = None
 
     def encoder(self, size: int) -> tuple[dict[str, Any], Shape]:
         o = self.o
+        if o.enc_architecture != "fs_original":
+            spec = backbone.plan(o.enc_architecture, size, load_weights=o.enc_load_weights,
+                                 mobilenet_width=o.mobilenet_width,
+                                 mobilenet_depth=o.mobilenet_depth,
+                                 mobilenet_minimalistic=o.mobilenet_minimalistic,
+                                 faceswap_compat=self.compat)
+            self.auto.skip_taken(backbone.layer_names(spec, size))
+            fields: dict[str, Any] = {"backbone": spec}
+            shape: Shape = backbone.output_shape(spec, size)
+            if o.bottleneck_in_encoder:
+                fields["bottleneck"], shape = self.bottleneck(shape)
+            return fields, shape
         filters, dim, convs = o.fs_original_min_filters, size, []
         if o.fs_original_use_alt:
             convs.append(ConvSpec(self.names(f"conv_{filters}"), filters, 1, 1, 0.2))
@@ -187,8 +186,8 @@ class _Planner:
                     f"{size} px input (enc_scaling={o.enc_scaling}): the DNY encoder halves it "
                     "per level and needs at least 4 px left for its last 4x4 conv")
             dim = (dim if self.reflect else dim - 3) if last else dim // 2
-        fields: dict[str, Any] = {"convs": tuple(convs)}
-        shape: Shape = (dim, dim, channels)
+        fields = {"convs": tuple(convs)}
+        shape = (dim, dim, channels)
         if o.bottleneck_in_encoder:
             fields["bottleneck"], shape = self.bottleneck(shape)
         return fields, shape
@@ -373,10 +372,15 @@ def build(config: ExperimentConfig) -> ModelSpec:
                           "without shared_fc and the G-Block (enable_gblock=False), whose "
                           "inputs would mix the face and mask branches")
     opts = model_options(config)
-    plan = _Planner(o, learn_mask, config.model.reflect_padding)
+    plan = _Planner(o, learn_mask, config.model.reflect_padding, o.faceswap_compat)
     size = input_size(o)
     fields, encoded = plan.encoder(size)
-    subs: dict[str, Any] = {"encoder": Encoder(**fields, opts=opts)}
+    pretrained = fields.get("backbone")
+    keras_encoder = backbone.freeze_path(pretrained, o.faceswap_compat)
+    frozen = config.train.freeze_weights and (
+        "encoder" in config.train.freeze_layers or "keras_encoder" in config.train.freeze_layers
+        and not keras_encoder.endswith("!"))
+    subs: dict[str, Any] = {"encoder": Encoder(**fields, opts=opts, frozen_backbone=frozen)}
     for side in ("a", "b") if o.split_fc else ("both",):
         fields, inter = plan.fully_connected(side, encoded)
         subs[f"fc_{side}"] = FullyConnected(**fields, opts=opts)
@@ -391,4 +395,5 @@ def build(config: ExperimentConfig) -> ModelSpec:
     for side in ("a", "b") if o.split_decoders else ("both",):
         subs[f"decoder_{side}"] = Decoder(**plan.decoder(inter), opts=opts)
     module = PhazeA(**subs, shared_fc=o.shared_fc)
-    return ModelSpec(module, "phaze_a", size, (o.output_size,), learn_mask)
+    return ModelSpec(module, "phaze_a", size, (o.output_size,), learn_mask,
+                     keras_encoder=keras_encoder, pretrained=pretrained)

@@ -14,7 +14,9 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from fsjax.models.encoders.backbone import Backbone, BackboneSpec, scale_input
 from fsjax.nn import blocks, layers
 from fsjax.nn.normalization import (
     BatchNormalization,
@@ -158,14 +160,21 @@ class _Module(nn.Module):
 
 
 class Encoder(_Module):
-    """`encoder`: the fs_original conv blocks, then the bottleneck if it sits in the encoder."""
+    """`encoder`: the fs_original conv blocks or a pretrained network (Faceswap's input scaling,
+    then the network as a nested sub-model), then the bottleneck if it sits in the encoder."""
 
     convs: tuple[ConvSpec, ...] = ()
+    backbone: BackboneSpec | None = None
+    frozen_backbone: bool = False
     bottleneck: Bottleneck | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         opts = self.opts
+        if self.backbone is not None:
+            x = scale_input(x, self.backbone.scaling)
+            x = Backbone(self.backbone, opts, self.frozen_backbone,
+                         name=self.backbone.model_name)(x)
         for c in self.convs:
             if c.valid and not opts.reflect_padding:
                 # Conv2DBlock(padding="valid"); reflect padding overrides it, like Faceswap's.
@@ -289,3 +298,36 @@ class Decoder(_Module):
             out["mask"] = blocks.conv2d_output(xs[1], 1, self.kernel, name=self.mask_out,
                                                opts=opts)
         return out
+
+
+def get_curve(start: int, end: int, num_points: int, scale: float, mode: str = "full") -> list[int]:
+    """Faceswap's filter curve from `start` to `end` over `num_points`, each rounded down to 8.
+
+    `full`: y = (x - x*s) / (s - 2s|x| + 1) over x in linspace(0, 1), scaled onto start..end;
+    negative s moves fast first. `cap_max` / `cap_min`: keep multiplying by (1 - |s|) until `end`,
+    then pad with `start` at the front / `end` at the back. `s` is clipped to +-0.99.
+    """
+    scale = min(0.99, max(-0.99, scale))
+    if mode == "full":
+        x = np.linspace(0.0, 1.0, num=num_points)
+        y = (x - x * scale) / (scale - np.abs(x) * 2 * scale + 1)
+        return [int((v // 8) * 8) for v in y * (end - start) + start]
+    values, ratio = [start], 1.0 - abs(scale)
+    for _ in range(num_points - 1):
+        values.append(max(end, int(((values[-1] * ratio) // 8) * 8)))
+        if values[-1] == end:
+            break
+    pad = [start if mode == "cap_max" else end] * (num_points - len(values))
+    return pad + values if mode == "cap_max" else values + pad
+
+
+def scale_dim(target: int, dim: int) -> int:
+    """The size reached by halving `target` while it stays above `dim` and whole (Faceswap's
+    `_scale_dim`): the spatial size the decoder can double back up to `target`."""
+    new = target
+    while new > dim:
+        half = new / 2
+        if not half.is_integer():
+            break
+        new = int(half)
+    return new

@@ -1,9 +1,10 @@
 """Faceswap's Phaze-A presets (`lib/gui/.cache/presets/train/model_phaze_a_*_preset.json`).
 
 Each preset re-creates a classic model inside Phaze-A. They are written here as the options that
-differ from Phaze-A's defaults (`PhazeAConfig`); the values are Faceswap's. Presets that need a
-pretrained Keras-Applications or CLIP encoder (clipfaker128/256/448, stojo, sym384) are not
-available in fsjax.
+differ from Phaze-A's defaults (`PhazeAConfig`); the values are Faceswap's. The presets built
+on a pretrained encoder (clipfaker128/256/448: CLIP FaRL-B-16-64, stojo: EfficientNet-B4,
+sym384: EfficientNetV2-S) load its ImageNet/CLIP weights (`enc_load_weights`, from a file the
+user has) and name `keras_encoder` in `freeze_layers` (`PRETRAINED_PRESETS`).
 """
 
 from __future__ import annotations
@@ -66,16 +67,41 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 """Preset name (Faceswap's, with `_` for `-`) -> the options it changes from the defaults."""
 
+# The CLIP fakers: one flattened CLIP feature vector, one fc model, split sub-pixel decoders.
+_CLIPFAKER = {"enable_gblock": False, "split_fc": False, "split_decoders": True,
+              "enc_architecture": "clipv_farl-b-16-64", "bottleneck_type": "flatten",
+              "fc_upsampler": "subpixel", "dec_slope_mode": "cap_min", "dec_filter_slope": 0.5,
+              "dec_gaussian": False}
+PRESETS.update({
+    "clipfaker128": {**_CLIPFAKER, "enc_scaling": 29},
+    "clipfaker256": {**_CLIPFAKER, "output_size": 256, "enc_scaling": 58,
+                     "dec_max_filters": 1024},
+    "clipfaker448": {**_CLIPFAKER, "output_size": 448, "enc_scaling": 100,
+                     "fc_min_filters": 384, "fc_max_filters": 384, "fc_dimensions": 7,
+                     "fc_upsample_filters": 1024, "dec_max_filters": 1024},
+    "stojo": {"output_size": 256, "enc_architecture": "efficientnet_b4", "enc_scaling": 60,
+              "bottleneck_size": 512, "fc_min_filters": 1280, "fc_max_filters": 1280,
+              "fc_dimensions": 8, "fc_upsample_filters": 1280,
+              "dec_upscale_method": "resize_images", "dec_min_filters": 160,
+              "dec_max_filters": 640, "dec_filter_slope": -0.33, "dec_output_kernel": 3,
+              "dec_skip_last_residual": False},
+    "sym384": {"output_size": 384, "enable_gblock": False, "split_fc": False,
+               "split_decoders": True, "enc_architecture": "efficientnet_v2_s",
+               "enc_scaling": 100, "bottleneck_type": "max_pooling", "bottleneck_size": 1280,
+               "fc_min_filters": 1536, "fc_max_filters": 1536, "fc_dimensions": 3,
+               "fc_upsampler": "subpixel", "fc_upsamples": 0, "fc_upsample_filters": 1280,
+               "dec_upscale_method": "upscale_dny", "dec_upscales_in_fc": 2,
+               "dec_min_filters": 24, "dec_max_filters": 1536, "dec_slope_mode": "cap_max",
+               "dec_filter_slope": 0.5, "dec_output_kernel": 3},
+})
 PRETRAINED_PRESETS = ("clipfaker128", "clipfaker256", "clipfaker448", "stojo", "sym384")
+"""Their `freeze_layers` is `("keras_encoder",)`: the experiment files set it."""
 
 
 def preset_config(name: str, **overrides: Any) -> PhazeAConfig:
     """Phaze-A options of Faceswap's preset `name` (e.g. "dfl_h128" or "dfl-h128"), with any
     `overrides` applied on top."""
     key = name.replace("-", "_")
-    if key in PRETRAINED_PRESETS:
-        raise ConfigError(f"Phaze-A preset {name!r} needs a pretrained Keras-Applications/CLIP "
-                          "encoder that fsjax does not ship")
     if key not in PRESETS:
         raise ConfigError(f"Phaze-A preset {name!r} does not exist: choose one of "
                           f"{', '.join(PRESETS)}")

@@ -107,3 +107,11 @@ class BlockOptions:
         else:
             init = he_uniform if given is None else given
         return icnr(init) if is_upscale and self.icnr_init else init
+
+
+efficientnet_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "truncated_normal")
+"""Keras EfficientNet's (v1 and v2) `CONV_KERNEL_INITIALIZER`: VarianceScaling(2.0, fan_out,
+truncated normal), for its Conv2D and DepthwiseConv2D kernels (fan_out of a depthwise kernel is
+kh * kw * depth_multiplier, as in Keras)."""
+efficientnet_dense_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_out", "uniform")
+"""Keras EfficientNet's `DENSE_KERNEL_INITIALIZER`: VarianceScaling(1/3, fan_out, uniform)."""

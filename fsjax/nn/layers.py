@@ -210,3 +210,12 @@ def global_average_pooling(x: jax.Array, name: str | None = None) -> jax.Array:
 def global_max_pooling(x: jax.Array, name: str | None = None) -> jax.Array:
     return _done("GlobalMaxPooling2D", {"data_format": "channels_last", "keepdims": False},
                  name, [x], x.max(axis=(1, 2)))
+
+
+def cropping(x: jax.Array, crop: int | tuple[tuple[int, int], tuple[int, int]],
+             name: str | None = None) -> jax.Array:
+    """Keras `Cropping2D`: `crop` pixels off every side, or ((top, bottom), (left, right))."""
+    (t, b), (le, r) = ((crop, crop), (crop, crop)) if isinstance(crop, int) else crop
+    y = x[:, t:x.shape[1] - b, le:x.shape[2] - r, :]
+    return _done("Cropping2D", {"cropping": [[t, b], [le, r]],
+                                "data_format": "channels_last"}, name, [x], y)

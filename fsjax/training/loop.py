@@ -92,8 +92,9 @@ class _Plan:
         available = list(jax.eval_shape(spec_model.module.init, init_key, *[jax.ShapeDtypeStruct(
             (1, spec_model.input_size, spec_model.input_size, 3), np.float32)] * 2)["params"])
         train = config.train
-        frozen = (resume.resolve_layers(train.freeze_layers, available, "train.freeze_layers")
-                  if train.freeze_weights else ())
+        frozen = (resume.resolve_layers(train.freeze_layers, available, "train.freeze_layers",
+                                        spec_model.keras_encoder) if train.freeze_weights
+                  else ())
         load_layers = (resume.resolve_layers(train.load_layers, available, "train.load_layers")
                        if train.load_weights is not None else ())
         base_tx = make_optimizer(config.optimizer)  # the state layout; the rate comes later
@@ -145,6 +146,7 @@ def _train(config: ExperimentConfig, stop: StopRequest, spec_model: Any, model_s
                 out.say("--load-weights is ignored: it only applies to a new model")
         else:
             out.say(f"New '{name}' model in {model_dir}")
+            state = resume.load_pretrained(state, config, spec_model.pretrained, out.say)
             if config.train.load_weights is not None:
                 state = resume.load_weights(state, config.train.load_weights, name,
                                             plan.load_layers, runtime.leaf_sharding, out.say)

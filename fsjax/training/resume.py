@@ -31,13 +31,27 @@ Say = Callable[..., None]
 """Prints a console line, `say(line, error=False)`: the run's `Outputs.say` (primary only)."""
 
 
-def resolve_layers(names: tuple[str, ...], available: list[str], option: str) -> tuple[str, ...]:
+def resolve_layers(names: tuple[str, ...], available: list[str], option: str,
+                   keras_encoder: str | None = None, say: Say = console) -> tuple[str, ...]:
     """Sub-model names as this model spells them. `encoder` also names a model's only encoder
-    (DFL-SAE's `encoder_df` / `encoder_liae`), as Faceswap's per-plugin defaults do."""
+    (DFL-SAE's `encoder_df` / `encoder_liae`), as Faceswap's per-plugin defaults do.
+
+    `keras_encoder` (Phaze-A's `freeze_layers` default) names the pretrained network nested in
+    its encoder, `keras_encoder` here (`encoder/efficientnetb0`); a model without one drops it,
+    as Faceswap does. A path ending in `!` is Faceswap's name for it that matches none of its
+    sub-models (`faceswap_compat`: Faceswap freezes nothing then, with a warning)."""
     out = []
     for name in names:
         if name in available:
             out.append(name)
+            continue
+        if name == "keras_encoder":
+            if keras_encoder and keras_encoder.endswith("!"):
+                say(f"warning: {option}: 'keras_encoder' becomes {keras_encoder[:-1]!r}, "
+                    "which matches no sub-model (Faceswap's name for it differs in case): "
+                    "nothing frozen, as in Faceswap (model.phaze_a.faceswap_compat)")
+            elif keras_encoder:
+                out.append(keras_encoder)
             continue
         encoders = [k for k in available if k.startswith("encoder")]
         if name == "encoder" and len(encoders) == 1:
@@ -100,6 +114,26 @@ def precision_line(config: ExperimentConfig, state: TrainState) -> str:
         line += (f" (scale now {scale:g}, doubles after "
                  f"{config.model.loss_scale_growth_steps} finite steps)")
     return line
+
+
+def load_pretrained(state: TrainState, config: ExperimentConfig, pretrained: Any,
+                    say: Say = console) -> TrainState:
+    """A new Phaze-A model with `enc_load_weights` starts its pretrained network (`pretrained`,
+    a `BackboneSpec`, None for other models) from the weights file the user has."""
+    if pretrained is None or not config.model.phaze_a.enc_load_weights:
+        return state
+    from fsjax.interop import pretrained as weights
+    from fsjax.interop.keras_file import KerasFileError
+
+    path = weights.find_weights(pretrained, config.model.phaze_a.enc_weights_path)
+    try:
+        variables, count = weights.load(state.variables(), pretrained, path)
+    except KerasFileError as err:
+        raise ConfigError(f"model.phaze_a.enc_load_weights: {err}") from None
+    say(f"Loaded the {pretrained.arch} encoder's pretrained weights ({count:,} parameters) "
+        f"from {path}")
+    return state.replace(params=variables["params"],
+                         model_state={k: variables[k] for k in state.model_state})
 
 
 def load_weights(state: TrainState, folder: pathlib.Path, name: str, layers: tuple[str, ...],

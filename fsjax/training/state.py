@@ -38,7 +38,39 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def split_frozen(params: dict[str, Any], frozen: tuple[str, ...]) -> tuple[dict, dict]:
-    """`(trainable, frozen)` sub-model dicts: frozen sub-models get no gradient, no update and no
-    optimizer state."""
-    return ({k: v for k, v in params.items() if k not in frozen},
-            {k: v for k, v in params.items() if k in frozen})
+    """`(trainable, frozen)` trees: frozen parts get no gradient, no update and no optimizer
+    state. A frozen name is a sub-model (`encoder`) or a model nested in one
+    (`encoder/efficientnetb0`, Phaze-A's pretrained network); `merge` puts the two back."""
+    trainable: dict[str, Any] = {}
+    fixed: dict[str, Any] = {}
+    nested: dict[str, set[str]] = {}
+    for name in frozen:
+        sub, _, child = name.partition("/")
+        if child:
+            nested.setdefault(sub, set()).add(child)
+    for sub, tree in params.items():
+        if sub in frozen:
+            fixed[sub] = tree
+        elif sub in nested:
+            trainable[sub] = {k: v for k, v in tree.items() if k not in nested[sub]}
+            fixed[sub] = {k: v for k, v in tree.items() if k in nested[sub]}
+        else:
+            trainable[sub] = tree
+    return trainable, fixed
+
+
+def merge(trainable: dict[str, Any], fixed: dict[str, Any]) -> dict[str, Any]:
+    """The whole tree again from `split_frozen`'s two parts."""
+    out = dict(trainable)
+    for sub, tree in fixed.items():
+        out[sub] = {**out[sub], **tree} if sub in out else tree
+    return out
+
+
+def keep_frozen(new: dict[str, Any], old: dict[str, Any], frozen: tuple[str, ...]) -> dict:
+    """`new` with the frozen parts taken from `old` (a collection such as `batch_stats`)."""
+    if not frozen:
+        return new
+    changed, _ = split_frozen(new, frozen)
+    _, kept = split_frozen(old, frozen)
+    return merge(changed, kept)

@@ -17,7 +17,7 @@ from fsjax.losses.masking import area_resize
 from fsjax.optim.loss_scale import DynamicLossScale, all_finite, select
 from fsjax.optim.optimizers import clip_threshold, current_learning_rate
 from fsjax.training.runtime import Runtime
-from fsjax.training.state import TrainState, split_frozen
+from fsjax.training.state import TrainState, keep_frozen, merge, split_frozen
 
 Batch = dict[str, dict[str, jax.Array]]
 SIDES = ("a", "b")
@@ -79,7 +79,8 @@ def train_step(
         rng: the run's training key; this step's randomness is `fold_in(rng, state.step)`.
         input_size: the model's input size, when smaller than the loader's process size (the
             input is then area-resized, as Faceswap does before feeding the model).
-        frozen: sub-models (top-level parameter names) that are not trained.
+        frozen: sub-models (top-level parameter names, or `encoder/<model>` for a model nested
+            in one) that are not trained.
         loss_scale: the float16 policy's dynamic loss scale rule; None (float32, bfloat16)
             leaves the loss unscaled.
 
@@ -95,7 +96,7 @@ def train_step(
     trainable, fixed = split_frozen(state.params, frozen)
 
     def loss_fn(trainable: Any) -> tuple[jax.Array, tuple[dict[str, jax.Array], Any]]:
-        params = {**trainable, **fixed}
+        params = merge(trainable, fixed)
         faces = [to_unit(batch[side]["input"]) for side in SIDES]
         if input_size is not None:
             faces = [area_resize(face, input_size, input_size) for face in faces]
@@ -119,10 +120,10 @@ def train_step(
     if loss_scale is not None:  # unscaled before clipping, decay or accumulation see them
         grads = loss_scale.unscale(grads, state.loss_scale)
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
-    params = {**optax.apply_updates(trainable, updates), **fixed}
+    params = merge(optax.apply_updates(trainable, updates), fixed)
     # Frozen sub-models keep their BatchNorm statistics too: nothing of theirs changes.
-    model_state = {col: {k: state.model_state[col][k] if k in frozen else v
-                         for k, v in tree.items()} for col, tree in model_state.items()}
+    model_state = {col: keep_frozen(tree, state.model_state[col], frozen)
+                   for col, tree in model_state.items()}
     metrics["grad_norm"] = optax.tree.norm(grads)
     judged = dict(metrics)
     new_scale = state.loss_scale

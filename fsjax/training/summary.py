@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from fsjax.models import nesting
 from fsjax.nn.precision import Policy
 
 
@@ -21,10 +22,11 @@ def param_tree(module: Any, input_size: int) -> dict[str, Any]:
 
 
 def merge_collections(variables: dict[str, Any]) -> dict[str, Any]:
-    """`{"params": {sub: {layer: {...}}}, "batch_stats": {...}}` -> one `{sub: {layer: {...}}}`."""
+    """`{"params": {sub: {layer: {...}}}, "batch_stats": {...}}` -> one `{sub: {layer: {...}}}`
+    (a model nested in a sub-model listed by its layers, as Keras counts them)."""
     merged: dict[str, Any] = {}
     for collection in ("params", "batch_stats"):
-        for sub, layers in variables.get(collection, {}).items():
+        for sub, layers in nesting.flatten(variables.get(collection, {}))[0].items():
             for layer, weights in layers.items():
                 merged.setdefault(sub, {}).setdefault(layer, {}).update(weights)
     return merged

@@ -1,0 +1,87 @@
+"""fsjax's ResNet v1 / v2 encoders against `keras.applications` (JAX backend, no weights): the
+same layers by name (parameter-free ones included), the same parameter count, the same inference
+output with Keras' weights copied in, and every BatchNormalization's settings."""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import keras  # noqa: E402
+import pytest  # noqa: E402
+from keras_encoders import Wrapped, check_against_keras, check_batch_norms  # noqa: E402
+
+from fsjax.models.encoders import ENCODERS, family  # noqa: E402
+from fsjax.models.encoders import resnet as module  # noqa: E402
+from fsjax.nn import layers  # noqa: E402
+
+_SLOW = pytest.mark.slow
+# (arch, number of BatchNormalizations); resnet50 is the default run, v2 and the deeper ones slow.
+CASES = [
+    ("resnet50", 53),
+    pytest.param("resnet50_v2", 49, marks=_SLOW),
+    pytest.param("resnet101", 104, marks=_SLOW),
+    pytest.param("resnet101_v2", 100, marks=_SLOW),
+    pytest.param("resnet152", 155, marks=_SLOW),
+    pytest.param("resnet152_v2", 151, marks=_SLOW),
+]
+
+
+def _keras(arch: str, size: int):
+    keras.backend.clear_session()  # Keras numbers unnamed layers per session (fresh, as Faceswap)
+    return getattr(keras.applications, ENCODERS[arch].keras_name)(
+        include_top=False, weights=None, input_shape=(size, size, 3), pooling=None)
+
+
+class _Names:
+    """Collects (class, name) of the parameter-free layers fsjax reports for graph export."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    def layer(self, class_name, config, name, inputs, output) -> None:
+        assert name is not None and name not in self.seen, name
+        self.seen[name] = class_name
+
+
+def _check_names(model, forward, size: int, variables) -> None:
+    """Every Keras layer, with or without weights, has an fsjax twin of the same name; the
+    parameter-free ones also of the same class."""
+    names = _Names()
+    with layers.recording(names):
+        jax.eval_shape(Wrapped(forward).init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+    ours = set(names.seen) | {n for tree in variables.values() for n in tree}
+    theirs = {op.name: type(op).__name__ for op in model.operations
+              if type(op).__name__ != "InputLayer"}
+    assert ours == set(theirs), (sorted(ours - set(theirs))[:10], sorted(set(theirs) - ours)[:10])
+    for name, cls in names.seen.items():
+        assert cls == theirs[name], (name, cls, theirs[name])
+
+
+@pytest.mark.parametrize(("arch", "batch_norms"), CASES)
+def test_matches_keras(arch, batch_norms) -> None:
+    size = ENCODERS[arch].min_size
+    assert size == 32 and family(arch) is module
+    model = _keras(arch, size)
+
+    def forward(x):
+        return module.build(x, arch)
+
+    variables = check_against_keras(model, forward, size)
+    _check_names(model, forward, size, variables)
+    assert check_batch_norms(model, forward, size) == batch_norms
+    assert module.keras_model_name(arch) == model.name
+
+
+def test_names_and_weights_files() -> None:
+    assert set(module.ARCHS) == {a for a, i in ENCODERS.items() if i.family == "resnet"}
+    assert module.keras_model_name("resnet152_v2") == "resnet152v2"
+    assert module.weights_file("resnet50") == (
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert module.weights_file("resnet50_v2") == (
+        "resnet50v2_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    assert module.weights_file("resnet101") == (
+        "resnet101_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    with pytest.raises(ValueError):
+        module.build(jnp.zeros((1, 32, 32, 3)), "resnet18")
