@@ -222,17 +222,20 @@ def test_keras_encoder_resolves_as_faceswap_with_faceswap_compat(capsys):
 
 BUILD_SCRIPT = '''
 base = keras.saving.load_model(sys.argv[1], custom_objects=custom, compile=False, safe_mode=True)
-# Faceswap's encoder for enc_architecture "mobilenet": scaling to (-1, 1), the Keras-Applications
-# model nested as a sub-model, then the dense bottleneck (Flatten + Dense).
+# Faceswap's Phaze-A encoder for a Keras-Applications network: Faceswap's input scaling, the
+# network nested as a sub-model, then the dense bottleneck (Flatten + Dense).
+function, scaling = sys.argv[5], sys.argv[6]
 face = keras.Input((64, 64, 3))
-net = keras.applications.MobileNet(include_top=False, weights=None, input_shape=(64, 64, 3))
-x = net(face * 2.0 - 1.0)
+net = getattr(keras.applications, function)(include_top=False, weights=None,
+                                            input_shape=(64, 64, 3))
+x = face * 255.0 if scaling == "0,255" else face * 2.0 - 1.0
+x = net(x)
 x = keras.layers.Dense(128, name="dense")(keras.layers.Flatten(name="flatten")(x))
 encoder = keras.Model(face, x, name="encoder")
 rng = np.random.default_rng(5)
 for w in encoder.weights:  # distinct values everywhere, statistics included
     low = 0.5 if "variance" in w.name else -0.1
-    w.assign(rng.uniform(low, low + 0.2, tuple(w.shape)).astype("float32"))
+    w.assign(rng.uniform(low, low + 0.2, tuple(w.shape)).astype(w.dtype))
 a, b = keras.Input((64, 64, 3), name="face_in_a"), keras.Input((64, 64, 3), name="face_in_b")
 decoder = base.get_layer("decoder_both")
 outputs = [decoder(base.get_layer("fc_a")(encoder(a))), decoder(base.get_layer("fc_b")(encoder(b)))]
@@ -242,25 +245,42 @@ data = np.load(sys.argv[3])
 outputs = model.predict([data["input_a"], data["input_b"]], verbose=0)
 np.savez(sys.argv[4], *[np.asarray(o) for o in keras.tree.flatten(outputs)])
 '''
+PREDICT_SCRIPT = '''
+model = keras.saving.load_model(sys.argv[1], custom_objects=custom, compile=False, safe_mode=True)
+data = np.load(sys.argv[2])
+outputs = model.predict([data["input_a"], data["input_b"]], verbose=0)
+np.savez(sys.argv[3], *[np.asarray(o) for o in keras.tree.flatten(outputs)])
+'''
 
 
-def test_a_faceswap_model_with_a_pretrained_encoder_imports_and_gives_its_outputs(tmp_path):
-    """A Faceswap-shaped Phaze-A (`encoder` holding Keras' MobileNet as a nested model, behind
-    Faceswap's input scaling) saved by real Keras: fsjax imports it by name and its forward
-    equals Keras'. The fc and decoder sub-models come from an fsjax export of the same options
-    with Faceswap's own encoder (their shapes do not depend on the encoder)."""
-    import json
+def _keras(tmp_path, script, *args):
+    """Runs `script` in a real Keras (JAX backend) with Faceswap's custom layers defined."""
     import subprocess
     import sys
 
     from test_keras_export import KERAS_SCRIPT
 
+    file = tmp_path / f"keras_{abs(hash(script))}.py"
+    file.write_text(KERAS_SCRIPT[:KERAS_SCRIPT.index("args = sys.argv[1:]")] + script)
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
+    done = subprocess.run([sys.executable, str(file), *map(str, args)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _faceswap_model(tmp_path, arch, enc_scaling):
+    """A Faceswap-shaped Phaze-A saved by real Keras (`<folder>/phaze_a.keras` and its state
+    file) with `arch`'s Keras-Applications network nested in the encoder, 64 px in; and the
+    faces and Keras' outputs on them. The fc and decoder sub-models come from an fsjax export of
+    the same options with Faceswap's own encoder (their shapes do not depend on the encoder)."""
+    import json
+
     from fsjax.checkpoint import state_file
-    from fsjax.interop import keras_export, keras_graph, keras_import
+    from fsjax.interop import keras_export, keras_graph
+    from fsjax.models.encoders import ENCODERS
     from fsjax.training.summary import merge_collections
 
-    plain = load_experiment(ROOT / "experiments" / "phaze_a_tiny.py")
-    spec = phaze_a.build(plain)
+    spec = phaze_a.build(load_experiment(ROOT / "experiments" / "phaze_a_tiny.py"))
     faces = np.random.default_rng(1).uniform(0, 1, (2, 2, SIZE, SIZE, 3)).astype(np.float32)
     variables = jax.jit(spec.module.init)(jax.random.key(1), faces[0], faces[1])
     graph = keras_graph.model_config(keras_graph.trace(spec.module, SIZE, spec.graph_name))
@@ -269,37 +289,100 @@ def test_a_faceswap_model_with_a_pretrained_encoder_imports_and_gives_its_output
     np.savez(tmp_path / "inputs.npz", input_a=faces[0], input_b=faces[1])
     folder = tmp_path / "faceswap"
     folder.mkdir()
-    script = KERAS_SCRIPT[:KERAS_SCRIPT.index("args = sys.argv[1:]")] + BUILD_SCRIPT
-    (tmp_path / "build.py").write_text(script)
-    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu")
-    done = subprocess.run([sys.executable, str(tmp_path / "build.py"), str(tmp_path / "base.keras"),
-                           str(folder / "phaze_a.keras"), str(tmp_path / "inputs.npz"),
-                           str(tmp_path / "keras.npz")], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    info = ENCODERS[arch]
+    _keras(tmp_path, BUILD_SCRIPT, tmp_path / "base.keras", folder / "phaze_a.keras",
+           tmp_path / "inputs.npz", tmp_path / "keras.npz", info.keras_name,
+           ",".join(map(str, info.scaling)))
     config = _config(enc_load_weights=False)
+    phaze = dataclasses.replace(config.model.phaze_a, enc_architecture=arch,
+                                enc_scaling=enc_scaling)
+    config = dataclasses.replace(config, model=dataclasses.replace(config.model, phaze_a=phaze))
     (folder / "phaze_a_state.json").write_text(json.dumps(state_file.new_state("phaze_a", config)))
-    model, imported = keras_import.load(folder)
-    assert sorted(imported["params"]["encoder"]) == ["dense", NAME]
     expected = np.load(tmp_path / "keras.npz")
-    ours = jax.tree.leaves(jax.jit(model.spec.module.apply)(imported, faces[0], faces[1]))
-    assert len(ours) == len(expected.files) == 2
-    for got, (_, want) in zip(ours, sorted(expected.items()), strict=True):
-        np.testing.assert_allclose(got, want, atol=1e-5)
-    # Into an fsjax model folder and back out: Faceswap's file again, weight for weight.
+    return folder, faces, [expected[k] for k in sorted(expected.files)]
+
+
+def _assert_outputs(model, variables, faces, expected, tol=1e-5):
+    ours = jax.tree.leaves(jax.jit(model.apply)(variables, faces[0], faces[1]))
+    assert len(ours) == len(expected) == 2
+    for got, want in zip(ours, expected, strict=True):
+        np.testing.assert_allclose(got, want, atol=tol)
+
+
+def _same_weights(ours_path, theirs_path):
     from test_keras_export import _h5
 
-    from fsjax.tools import export_keras, import_keras
-
-    assert import_keras.main([str(folder), "--out", str(tmp_path / "fsjax")]) == 0
-    back = tmp_path / "back" / "phaze_a.keras"
-    assert export_keras.main([str(tmp_path / "fsjax"), "--out", str(back)]) == 0
-    ours, theirs = _h5(back), _h5(folder / "phaze_a.keras")
+    ours, theirs = _h5(ours_path), _h5(theirs_path)
     assert sorted(ours) == sorted(theirs)
     for key, (attrs, array) in theirs.items():
         assert ours[key][0] == attrs, key
         if array is not None:
             assert ours[key][1].tobytes() == array.tobytes(), key
+
+
+def test_a_faceswap_model_with_a_pretrained_encoder_imports_and_gives_its_outputs(tmp_path):
+    """Keras' MobileNet nested in the encoder behind Faceswap's (-1, 1) scaling: fsjax imports
+    the Keras-saved model by name, its forward equals Keras', and it goes back out into an fsjax
+    model folder and to Faceswap's file again, weight for weight."""
+    from fsjax.interop import keras_import
+    from fsjax.tools import export_keras, import_keras
+
+    folder, faces, expected = _faceswap_model(tmp_path, ARCH, 29)
+    model, imported = keras_import.load(folder)
+    assert sorted(imported["params"]["encoder"]) == ["dense", NAME]
+    _assert_outputs(model.spec.module, imported, faces, expected)
+    assert import_keras.main([str(folder), "--out", str(tmp_path / "fsjax")]) == 0
+    back = tmp_path / "back" / "phaze_a.keras"
+    assert export_keras.main([str(tmp_path / "fsjax"), "--out", str(back)]) == 0
+    _same_weights(back, folder / "phaze_a.keras")
+
+
+@pytest.mark.slow
+def test_a_faceswap_efficientnet_phaze_a_trains_resumes_exports_and_reimports(tmp_path, faces,
+                                                                             monkeypatch):
+    """Keras' EfficientNetB0 (0..255 scaling, its own Rescaling and Normalization) nested in the
+    encoder: imported, trained 2 iterations, resumed to 4, exported (Keras runs the export to
+    fsjax's outputs of the trained weights) and imported again, bit for bit."""
+    from fsjax.checkpoint.manager import Checkpoints
+    from fsjax.interop import keras_import
+    from fsjax.tools import export_keras, import_keras
+    from fsjax.train import parse_cli
+    from fsjax.training import sharding
+
+    make_mesh = sharding.make_mesh
+    monkeypatch.setattr(sharding, "make_mesh",
+                        lambda devices=None: make_mesh(devices or jax.devices()[:1]))
+    folder, inputs, expected = _faceswap_model(tmp_path, "efficientnet_b0", 29)
+    model, imported = keras_import.load(folder)
+    assert sorted(imported["params"]["encoder"]) == ["dense", "efficientnetb0"]
+    _assert_outputs(model.spec.module, imported, inputs, expected)
+    run = tmp_path / "fsjax"
+    assert import_keras.main([str(folder), "--out", str(run)]) == 0
+    for target in (2, 4):  # a new session, then a resume
+        config = parse_cli(["--config", str(run), "--faces-a", str(faces[0]), "--faces-b",
+                            str(faces[1]), "-b", "2", "-i", str(target), "-s", "2",
+                            "--no-logs", "--config.data.num-processes", "0"])
+        state = loop.train_and_evaluate(config)
+        assert int(state.step) == target
+    checkpoints = Checkpoints(run, "phaze_a", writable=False)
+    try:
+        saved, _ = checkpoints.restore(jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+    finally:
+        checkpoints.close()
+    trained = {"params": saved["params"], **saved["model_state"]}
+    assert not np.array_equal(trained["params"]["encoder"]["efficientnetb0"]["stem_conv"][
+        "kernel"], imported["params"]["encoder"]["efficientnetb0"]["stem_conv"]["kernel"])
+    back = tmp_path / "back" / "phaze_a.keras"
+    assert export_keras.main([str(run), "--out", str(back)]) == 0
+    _keras(tmp_path, PREDICT_SCRIPT, back, tmp_path / "inputs.npz", tmp_path / "back.npz")
+    result = np.load(tmp_path / "back.npz")
+    _assert_outputs(model.spec.module, trained, inputs,
+                    [result[k] for k in sorted(result.files)])
+    again = tmp_path / "again"
+    assert import_keras.main([str(back.parent), "--out", str(again)]) == 0
+    _, reimported = keras_import.load(back.parent)
+    assert jax.tree.all(jax.tree.map(lambda x, y: np.array_equal(np.asarray(x), np.asarray(y)),
+                                     reimported, trained))
 
 
 def test_mobilenet_v3_takes_the_mobilenet_options_and_faceswap_compat_ignores_them():
@@ -317,3 +400,50 @@ def test_mobilenet_v3_takes_the_mobilenet_options_and_faceswap_compat_ignores_th
     assert compat.weights_file == "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
     shapes = [backbone.output_shape(spec, SIZE) for spec in (fixed, compat)]
     assert shapes[0][:2] == shapes[1][:2] == (2, 2)
+
+
+def test_clip_weights_load_by_position_and_skip_what_does_not_fit(tmp_path, monkeypatch):
+    """Faceswap's CLIP files are read by position (their layer names differ from the model's)
+    with Keras' skip_mismatch: at another input size the positional table stays as initialised,
+    with a warning. A small transformer of CLIP's shape stands in for ViT-B-32 (same layers and
+    names; the real one's file is 350 MB)."""
+    import h5py
+    import test_encoders_clip as ref
+
+    clip = family("clipv_vit-b-32")
+    small = dataclasses.replace(clip.CONFIGS["clipv_vit-b-32"], width=128, layers=2, patch=8,
+                                embed_dim=64)
+    monkeypatch.setitem(clip.CONFIGS, "clipv_vit-b-32", small)
+    keras.backend.clear_session()
+    saved = ref.reference(48, small.width, small.layers, small.heads, small.patch,
+                          small.embed_dim)  # 48 px: a 6x6 grid, where fsjax runs 4x4
+    rng = np.random.default_rng(4)
+    for w in saved.weights:
+        w.assign(rng.normal(0, 0.1, tuple(w.shape)).astype(np.float32))
+    for i, layer in enumerate(saved.layers):  # Faceswap's files spell the names otherwise
+        layer.name = f"file_layer_{i}"
+    path = tmp_path / "CLIPv_ViT-B-32_v1.h5"
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, saved)
+    spec = backbone.plan("clipv_vit-b-32", 32, load_weights=True)
+    assert spec.weights_file == path.name
+    state = jax.jit(backbone.Backbone(spec).init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    variables = {c: {"encoder": {"visual": dict(t)}} for c, t in state.items()}
+    lines = []
+    loaded, count = pretrained.load(variables, spec, path, lines.append)
+    net = loaded["params"]["encoder"]["visual"]
+    weighted = [layer for layer in saved.layers if layer.weights]
+    by_name = dict(zip(backbone.weighted_layers(spec, 32), weighted, strict=True))
+    np.testing.assert_array_equal(net["visual_conv1"]["kernel"],
+                                  by_name["visual_conv1"].weights[0].numpy())
+    attn = by_name["visual_transformer_resblocks_1_attn"]
+    np.testing.assert_array_equal(net["visual_transformer_resblocks_1_attn"]["value"]["bias"],
+                                  attn.weights[5].numpy())  # q, k, v kernel and bias, then out
+    np.testing.assert_array_equal(net["visual_proj"]["variable_2"],
+                                  by_name["visual_proj"].weights[0].numpy())
+    np.testing.assert_array_equal(net["visual_positional_embedding"]["variable_1"],
+                                  state["params"]["visual_positional_embedding"]["variable_1"])
+    assert lines == [f"warning: {path.name}: the weights of visual_positional_embedding do not "
+                     "fit this input size and stay as initialised, as in Faceswap (Keras' "
+                     "skip_mismatch)"]
+    assert count == saved.count_params() - (6 * 6 + 1) * small.width  # the skipped table

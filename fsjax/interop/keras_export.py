@@ -182,8 +182,10 @@ def _arrays(where: str, cls: str, layer: dict[str, Any], held: dict[str, Any]) -
                           f"holds {names or 'none'}")
     out = []
     for i, name in enumerate(names):
-        # Faceswap's variables are float32, mixed precision included.
-        array = np.asarray(jax.device_get(held[name]), np.float32)
+        # Faceswap's variables are float32, mixed precision included; a Normalization's sample
+        # count stays an integer.
+        array = np.asarray(jax.device_get(held[name]))
+        array = array.astype(np.int32 if array.dtype.kind in "iu" else np.float32)
         if shapes is not None and tuple(array.shape) != tuple(shapes[i]):
             raise ExportError(f"{where}/{name} has shape {tuple(array.shape)}; the Keras layer "
                               f"needs {tuple(shapes[i])}")

@@ -150,7 +150,9 @@ def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
                 if tuple(array.shape) != tuple(leaf.shape):
                     raise KerasFileError(f"{where} has shape {tuple(array.shape)}; fsjax's "
                                          f"model needs {tuple(leaf.shape)}{stored}")
-                if np.dtype(array.dtype).kind != "f" and np.dtype(array.dtype).name != "bfloat16":
+                kind = "i" if np.dtype(leaf.dtype).kind in "iu" else "f"  # a Normalization count
+                if np.dtype(array.dtype).kind not in (kind + "u" if kind == "i" else kind) and (
+                        np.dtype(array.dtype).name != "bfloat16" or kind == "i"):
                     raise KerasFileError(f"{where} has dtype {array.dtype}; fsjax's model "
                                          f"needs {np.dtype(leaf.dtype).name}{stored}")
                 plan.append((collection, sub, layer, name, leaf, array))

@@ -7,8 +7,9 @@ The file is the one Keras Applications (or Faceswap, for CLIP) keeps: by name
 It is read as data only, through the checks of `fsjax.interop.keras_file` (HDF5 datasets of
 weight dtypes and sane shapes stored inside the file, no links): Keras 2's `save_weights` layout
 (`layer_names` / `weight_names` attributes, what Keras Applications ships) or Keras 3's
-`.weights.h5` (`layers/<name>/vars/<i>`). Layers are matched by name, each layer's arrays in
-Keras' creation order, and every shape is checked before any value is placed.
+`.weights.h5` (`layers/<name>/vars/<i>`). Layers are matched by name (Faceswap's CLIP files by
+position, as Faceswap reads them), each layer's arrays in Keras' creation order, and every shape
+is checked before any value is placed.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from fsjax.config import ConfigError
 from fsjax.interop import keras_file
 from fsjax.interop.keras_file import KerasFileError
 from fsjax.interop.optimizer_state import OptimizerImportError, keras_order
-from fsjax.models.encoders.backbone import BackboneSpec
+from fsjax.models.encoders.backbone import BackboneSpec, weighted_layers
 
 
 def weights_folders() -> list[pathlib.Path]:
@@ -98,12 +99,14 @@ def _flat(weights: dict[str, Any]):
             yield name, value
 
 
-def load(variables: dict[str, Any], spec: BackboneSpec, path: pathlib.Path) -> tuple[dict, int]:
+def load(variables: dict[str, Any], spec: BackboneSpec, path: pathlib.Path,
+         say: Any = print) -> tuple[dict, int]:
     """`variables` (`{"params": ..., "batch_stats": ...}` of the whole model, placed arrays) with
     the pretrained network's layers replaced by the file's; and the parameter count loaded.
 
-    Every layer of the network must be in the file with the same shapes; the file's other layers
-    (a classification top) are ignored."""
+    Keras-Applications files are matched by layer name: every layer of the network must be in the
+    file with the same shapes; its other layers (a classification top) are ignored. Faceswap's
+    CLIP files are matched by position, as Faceswap loads them (`say` is told what is skipped)."""
     slots: dict[str, dict[str, tuple[str, Any]]] = {}
     for collection, tree in variables.items():
         for layer, leaves in tree.get("encoder", {}).get(spec.model_name, {}).items():
@@ -111,9 +114,72 @@ def load(variables: dict[str, Any], spec: BackboneSpec, path: pathlib.Path) -> t
                 slots.setdefault(layer, {})[name] = (collection, leaf)
     root = keras_file._open_h5(path, path)
     try:
-        return _load(variables, spec, path, slots, read_weights(path, root))
+        file = read_weights(path, root)
+        if spec.arch.startswith("clipv_"):
+            return _load_by_position(variables, spec, path, file, say)
+        return _load(variables, spec, path, slots, file)
     finally:
         root.close()
+
+
+_ATTENTION = ("query", "key", "value", "attention_output")
+"""Keras MultiHeadAttention's sub-layers, in the order it creates their weights."""
+
+
+def _in_order(layer: dict[str, Any]) -> list[tuple[str, ...]]:
+    """A layer's variables in Keras' order: an attention layer's sub-layers (kernel, bias each)
+    or `keras_order`; CLIP's tables hold one variable whatever its name."""
+    if any(isinstance(v, dict) for v in layer.values()):
+        return [(sub, name) for sub in _ATTENTION if sub in layer
+                for name in keras_order(layer[sub])]
+    if len(layer) == 1:
+        return [(next(iter(layer)),)]
+    return [(name,) for name in keras_order(layer)]
+
+
+def _load_by_position(variables: dict[str, Any], spec: BackboneSpec, path: pathlib.Path,
+                      file: dict[str, list[keras_file.Weight]], say: Any) -> tuple[dict, int]:
+    """Faceswap loads its CLIP files by position (their layer names use dots where the model's
+    use underscores) and skips a layer whose shapes differ, as Keras' `skip_mismatch` does: the
+    positional table of an input size other than the network's default stays as initialised."""
+    params = variables["params"]["encoder"][spec.model_name]
+    ours = weighted_layers(spec, spec.size)
+    if len(ours) != len(file):
+        raise KerasFileError(f"{path}: {len(file)} layers with weights; {spec.model_name} of "
+                             f"{spec.arch} has {len(ours)}: is this the file for {spec.arch}?")
+    out = {c: dict(t) for c, t in variables.items()}
+    encoder = out["params"]["encoder"] = dict(out["params"]["encoder"])
+    model = encoder[spec.model_name] = dict(params)
+    count, skipped = 0, []
+    for layer, arrays in zip(ours, file.values(), strict=True):
+        order = _in_order(params[layer])
+        leaves = [_get(params[layer], where) for where in order]
+        if len(arrays) != len(leaves) or any(tuple(a.shape) != tuple(leaf.shape)
+                                             for a, leaf in zip(arrays, leaves, strict=False)):
+            skipped.append(layer)
+            continue
+        new = jax.tree.map(lambda x: x, params[layer])
+        for where, leaf, array in zip(order, leaves, arrays, strict=True):
+            value = np.asarray(array).astype(leaf.dtype)
+            _set(new, where, jax.device_put(value, leaf.sharding))
+            count += value.size
+        model[layer] = new
+    if skipped:
+        say(f"warning: {path.name}: the weights of {', '.join(skipped)} do not fit this input "
+            "size and stay as initialised, as in Faceswap (Keras' skip_mismatch)")
+    return out, count
+
+
+def _get(tree: dict[str, Any], where: tuple[str, ...]) -> Any:
+    for key in where:
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict[str, Any], where: tuple[str, ...], value: Any) -> None:
+    for key in where[:-1]:
+        tree = tree[key]
+    tree[where[-1]] = value
 
 
 def _load(variables: dict[str, Any], spec: BackboneSpec, path: pathlib.Path,
@@ -153,3 +219,15 @@ def _load(variables: dict[str, Any], spec: BackboneSpec, path: pathlib.Path,
             value, leaf.sharding)
         count += value.size if collection == "params" else 0
     return out, count
+
+
+def _get(tree: dict[str, Any], where: tuple[str, ...]) -> Any:
+    for key in where:
+        tree = tree[key]
+    return tree
+
+
+def _set(tree: dict[str, Any], where: tuple[str, ...], value: Any) -> None:
+    for key in where[:-1]:
+        tree = tree[key]
+    tree[where[-1]] = value

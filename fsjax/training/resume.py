@@ -127,7 +127,7 @@ def load_pretrained(state: TrainState, config: ExperimentConfig, pretrained: Any
 
     path = weights.find_weights(pretrained, config.model.phaze_a.enc_weights_path)
     try:
-        variables, count = weights.load(state.variables(), pretrained, path)
+        variables, count = weights.load(state.variables(), pretrained, path, say)
     except KerasFileError as err:
         raise ConfigError(f"model.phaze_a.enc_load_weights: {err}") from None
     say(f"Loaded the {pretrained.arch} encoder's pretrained weights ({count:,} parameters) "

@@ -35,6 +35,8 @@ class BackboneSpec:
     """Keyword options of the family's `build` (width, preprocessing, ImageNet front...)."""
     weights_file: str = ""
     """The file name Keras (or Faceswap, for CLIP) keeps these weights under."""
+    size: int = 0
+    """The input size it is built for."""
 
     @property
     def scaling(self) -> tuple[int, int]:
@@ -80,7 +82,7 @@ def plan(arch: str, size: int, *, load_weights: bool, mobilenet_width: float = 1
     naming = {"size": size, "load_weights": load_weights, **options}
     name = module.keras_model_name(arch, **_accepted(module.keras_model_name, naming))
     file = module.weights_file(arch, **_accepted(module.weights_file, naming))
-    return BackboneSpec(arch, name, tuple(sorted(options.items())), file)
+    return BackboneSpec(arch, name, tuple(sorted(options.items())), file, size)
 
 
 def scale_input(x: jax.Array, scaling: tuple[int, int]) -> jax.Array:
@@ -139,6 +141,27 @@ def layer_names(spec: BackboneSpec, size: int) -> list[str]:
     for tree in variables.values():
         recorder.names.extend(tree)
     return recorder.names
+
+
+def weighted_layers(spec: BackboneSpec, size: int) -> list[str]:
+    """The backbone's layers with weights in the order they are called, which for CLIP's chain
+    of layers is Keras' `model.layers` order (what a by-position weight load follows)."""
+    order: list[str] = []
+    root: list[tuple[str, ...]] = []
+
+    def record(next_fun, args, kwargs, context):
+        path = context.module.scope.path if context.module.scope else ()
+        if isinstance(context.module, Backbone):
+            root.append(path)
+        elif root and path[:-1] == root[0] and path[-1] not in order:
+            order.append(path[-1])
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        variables = jax.eval_shape(Backbone(spec).init, jax.random.key(0),
+                                   jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+    held = set(variables.get("params", {})) | set(variables.get("batch_stats", {}))
+    return [name for name in order if name in held]
 
 
 def freeze_path(spec: BackboneSpec | None, compat: bool) -> str:
