@@ -156,3 +156,35 @@ def check_batch_norms(keras_model: Any, forward: Callable[[jax.Array], jax.Array
                                                                               settings)
         assert ours[name][2:] == settings[2:], (name, ours[name], settings)
     return len(ours)
+
+
+class _Names:
+    """Collects (class, name) of the parameter-free layers fsjax reports for graph export."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    def layer(self, class_name, config, name, inputs, output) -> None:
+        assert name is not None and name not in self.seen, name
+        self.seen[name] = _KERAS_CLASS.get(class_name, class_name)
+
+
+_KERAS_CLASS = {"NumpyAdd": "Add", "NumpyMultiply": "Multiply"}
+"""fsjax's records of `keras.ops` arithmetic on tensors, by the class Keras gives them."""
+
+
+def check_names(model: Any, forward: Callable[[jax.Array], jax.Array], size: int,
+                variables: dict[str, Any]) -> None:
+    """Every Keras layer and operation, with or without weights, has an fsjax twin of the same
+    name; the parameter-free ones also of the same class."""
+    from fsjax.nn import layers
+
+    names = _Names()
+    with layers.recording(names):
+        jax.eval_shape(Wrapped(forward).init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
+    ours = set(names.seen) | {n for tree in variables.values() for n in tree}
+    theirs = {op.name: type(op).__name__ for op in model.operations
+              if type(op).__name__ != "InputLayer"}
+    assert ours == set(theirs), (sorted(ours - set(theirs))[:10], sorted(set(theirs) - ours)[:10])
+    for name, cls in names.seen.items():
+        assert cls == theirs[name], (name, cls, theirs[name])

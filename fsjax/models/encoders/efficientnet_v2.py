@@ -18,10 +18,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fsjax.models.encoders.efficientnet import Dropout
 from fsjax.models.encoders.mobilenet import batch_norm, conv
 from fsjax.nn import blocks, layers
 from fsjax.nn.conv import DepthwiseConv2D
@@ -77,22 +77,6 @@ def round_repeats(repeats: int, depth: float) -> int:
     return int(math.ceil(depth * repeats))
 
 
-class DropConnect(nn.Module):
-    """Keras `Dropout(rate, noise_shape=(None, 1, 1, 1))`: drops a sample's whole residual branch
-    (kept ones scaled by 1/(1-rate)) while training, i.e. when a `dropout` stream is given;
-    identity otherwise. `fsjax.nn.blocks.Dropout` drops per element or per channel only."""
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.rate == 0.0 or not self.has_rng("dropout"):
-            return x
-        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
-        keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate, shape)
-        return jnp.where(keep, x / (1.0 - self.rate), 0).astype(x.dtype)
-
-
 def _conv(x: jax.Array, filters: int, kernel: int, name: str, opts: blocks.BlockOptions, *,
           strides: int = 1, use_bias: bool = False) -> jax.Array:
     return conv(x, filters, kernel, name, opts, strides=strides, use_bias=use_bias,
@@ -138,9 +122,7 @@ def _block(x: jax.Array, in_filters: int, out_filters: int, expand: int, se_rati
     x = _bn_act(x, f"{name}project_bn", f"{name}project_activation" if whole else None, opts)
     if strides == 1 and in_filters == out_filters:
         if rate:
-            y = DropConnect(rate, name=f"{name}drop")(x)
-            config = {"rate": rate, "seed": None, "noise_shape": [None, 1, 1, 1]}
-            x = layers._done("Dropout", config, f"{name}drop", [x], y)
+            x = Dropout(rate, name=f"{name}drop")(x)  # records itself for graph export
         x = layers.add([x, inputs], name=f"{name}add")
     return x
 
