@@ -90,7 +90,7 @@ def test_training_mode_matches_keras() -> None:
     model = _keras(arch, size)
     module = family(arch)
     variables = check_against_keras(model, lambda x: module.build(x, arch), size)
-    x = np.random.default_rng(1).uniform(-1, 1, (16, size, size, 3)).astype(np.float32)
+    x = np.random.default_rng(1).uniform(-1, 1, (8, size, size, 3)).astype(np.float32)
     wrapped = Wrapped(lambda v: module.build(v, arch))
     got, updated = jax.jit(lambda v, x: wrapped.apply(v, x, mutable=["batch_stats"]))(
         variables, jnp.asarray(x))

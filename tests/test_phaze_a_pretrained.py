@@ -72,6 +72,7 @@ def keras_weights(tmp_path_factory):
     path = home / "models" / family(ARCH).weights_file(ARCH, size=SIZE)
     with h5py.File(path, "w") as f:
         legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    model.save_weights(home / "mobilenet.weights.h5")  # Keras 3's own layout, for enc_weights_path
     weights = {layer.name: [np.asarray(w.numpy()) for w in layer.weights]
                for layer in model.layers if layer.weights}
     x = rng.uniform(0, 1, (2, SIZE, SIZE, 3)).astype(np.float32)
@@ -122,6 +123,12 @@ def test_enc_load_weights_reads_the_keras_file_and_the_encoder_matches_keras(
         with_path = _config(enc_weights_path=str(given))
         assert pretrained.find_weights(spec.pretrained, with_path.model.phaze_a.enc_weights_path
                                        ) == path
+    # A Keras 3 `.weights.h5` (layers/<name>/vars) gives the same weights.
+    keras3 = _config(enc_weights_path=str(home / "mobilenet.weights.h5"))
+    again = resume.load_pretrained(fresh, keras3, spec.pretrained, lines.append)
+    assert jax.tree.all(jax.tree.map(np.array_equal, again.params["encoder"][LOADED],
+                                     loaded.params["encoder"][LOADED]))
+    assert jax.tree.all(jax.tree.map(np.array_equal, again.model_state, loaded.model_state))
 
 
 def test_a_missing_or_wrong_weights_file_is_a_clear_error(tmp_path, monkeypatch, keras_weights):
