@@ -233,9 +233,18 @@ base = keras.saving.load_model(sys.argv[1], custom_objects=custom, compile=False
 # network nested as a sub-model, then the dense bottleneck (Flatten + Dense).
 function, scaling = sys.argv[5], sys.argv[6]
 face = keras.Input((64, 64, 3))
-net = getattr(keras.applications, function)(include_top=False, weights=None,
-                                            input_shape=(64, 64, 3))
-x = face * 255.0 if scaling == "0,255" else face * 2.0 - 1.0
+if function == "small_clip":  # CLIP's shape at a fraction of its width, Faceswap's layer classes
+    sys.path.insert(0, sys.argv[7])
+    import test_encoders_clip as clip
+
+    for cls in (clip.ClassEmbedding, clip.PositionalEmbedding, clip.Projection):
+        cls.__module__ = "lib.model.networks.clip"
+    clip.QuickGELU.__module__ = "lib.model.layers"
+    net = clip.reference(64, **clip.SMALL)
+else:
+    net = getattr(keras.applications, function)(include_top=False, weights=None,
+                                                input_shape=(64, 64, 3))
+x = {"0,255": lambda: face * 255.0, "0,1": lambda: face}.get(scaling, lambda: face * 2.0 - 1.0)()
 x = net(x)
 x = keras.layers.Dense(128, name="dense")(keras.layers.Flatten(name="flatten")(x))
 encoder = keras.Model(face, x, name="encoder")
@@ -297,9 +306,10 @@ def _faceswap_model(tmp_path, arch, enc_scaling):
     folder = tmp_path / "faceswap"
     folder.mkdir()
     info = ENCODERS[arch]
+    function = "small_clip" if arch.startswith("clipv_") else info.keras_name
     _keras(tmp_path, BUILD_SCRIPT, tmp_path / "base.keras", folder / "phaze_a.keras",
-           tmp_path / "inputs.npz", tmp_path / "keras.npz", info.keras_name,
-           ",".join(map(str, info.scaling)))
+           tmp_path / "inputs.npz", tmp_path / "keras.npz", function,
+           ",".join(map(str, info.scaling)), ROOT / "tests")
     config = _config(enc_load_weights=False)
     phaze = dataclasses.replace(config.model.phaze_a, enc_architecture=arch,
                                 enc_scaling=enc_scaling)
@@ -454,3 +464,33 @@ def test_clip_weights_load_by_position_and_skip_what_does_not_fit(tmp_path, monk
                      "fit this input size and stay as initialised, as in Faceswap (Keras' "
                      "skip_mismatch)"]
     assert count == saved.count_params() - (6 * 6 + 1) * small.width  # the skipped table
+
+
+def test_a_faceswap_model_with_a_clip_encoder_imports_and_gives_its_outputs(tmp_path,
+                                                                          monkeypatch):
+    """A CLIP vision transformer (`visual`, Keras MultiHeadAttention with its query / key /
+    value / output inner layers, Faceswap's one-table embedding layers) nested in the encoder:
+    imported by name, Keras' outputs. A small transformer of CLIP's shape stands in for
+    ViT-B-32 (`test_encoders_clip.SMALL`)."""
+    import test_encoders_clip as ref
+
+    from fsjax.interop import keras_import
+
+    clip = family("clipv_vit-b-32")
+    small = dataclasses.replace(clip.CONFIGS["clipv_vit-b-32"], width=ref.SMALL["width"],
+                                layers=ref.SMALL["num_layers"], patch=ref.SMALL["patch"],
+                                embed_dim=ref.SMALL["embed_dim"])
+    monkeypatch.setitem(clip.CONFIGS, "clipv_vit-b-32", small)
+    folder, faces, expected = _faceswap_model(tmp_path, "clipv_vit-b-32", 29)
+    model, imported = keras_import.load(folder)
+    net = imported["params"]["encoder"]["visual"]
+    assert set(net["visual_transformer_resblocks_1_attn"]) == {"query", "key", "value",
+                                                               "attention_output"}
+    _assert_outputs(model.spec.module, imported, faces, expected)
+    from fsjax.tools import export_keras, import_keras
+
+    assert import_keras.main([str(folder), "--out", str(tmp_path / "fsjax")]) == 0
+    back = tmp_path / "back" / "phaze_a.keras"
+    assert export_keras.main([str(tmp_path / "fsjax"), "--out", str(back)]) == 0
+    _same_weights(back, folder / "phaze_a.keras")
+

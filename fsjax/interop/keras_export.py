@@ -151,6 +151,7 @@ def plan(file_config: dict[str, Any], variables: dict[str, Any]) -> list[Entry]:
             for layer, vars_ in layers.items()}
     done: set[tuple[str, str]] = set()
     entries = [Entry("", str(file_config.get("config", {}).get("name", "")), [])]
+    attention = 0
     for where, sub, name, layer in layer_paths(file_config):
         if isinstance(layer.get("config", {}).get("layers"), list):
             entries.append(Entry(where, name, []))
@@ -161,12 +162,39 @@ def plan(file_config: dict[str, Any], variables: dict[str, Any]) -> list[Entry]:
         held = left.get(key, {}) if sub else {}
         done.add(key)
         cls = str(layer.get("class_name"))
+        if cls == "MultiHeadAttention":
+            attention += 1
+            entries.extend(_attention(where, f"{sub}/{name}", name, held, attention - 1))
+            continue
         entries.append(Entry(where, name, _arrays(f"{sub or 'model'}/{name}", cls, layer, held)))
     extra = sorted(f"{sub}/{layer}/{var}" for (sub, layer), vars_ in left.items()
                    if (sub, layer) not in done for var in vars_)
     if extra:
         raise ExportError(f"weight {extra[0]} has no layer in the model's Keras graph"
                           f"{f' (and {len(extra) - 1} more)' if len(extra) > 1 else ''}")
+    return entries
+
+
+_ATTENTION_GROUPS = (("query_dense", "query"), ("key_dense", "key"), ("value_dense", "value"),
+                     ("output_dense", "attention_output"))
+"""Keras MultiHeadAttention's inner layers: their h5 group and their name."""
+
+
+def _attention(where: str, label: str, name: str, held: dict[str, Any],
+               index: int) -> list[Entry]:
+    """The `index`-th MultiHeadAttention as Keras saves it: no weights of its own, one group
+    per inner layer (kernel, bias) and its (empty) softmax and dropout layers, which Keras
+    names itself (`softmax`, `softmax_1`, ... as in a session where the attention layers are
+    the only ones to make them; only the name attribute of an empty group depends on it)."""
+    if set(held) != {inner for _, inner in _ATTENTION_GROUPS}:
+        raise ExportError(f"{label}: an attention layer needs {[n for _, n in _ATTENTION_GROUPS]}"
+                          f", the checkpoint holds {sorted(held)}")
+    suffix = f"_{index}" if index else ""
+    entries = [Entry(where, name, []), Entry(f"{where}/_softmax", f"softmax{suffix}", []),
+               Entry(f"{where}/_dropout_layer", f"dropout{suffix}", [])]
+    for group, inner in _ATTENTION_GROUPS:
+        entries.append(Entry(f"{where}/{group}", inner, _arrays(
+            f"{label}/{inner}", "EinsumDense", {}, held[inner])))
     return entries
 
 

@@ -59,6 +59,11 @@ KNOWN_CLASSES = frozenset({
 Weights = dict[str, Any]  # nested: model -> (sub-model ->) layer -> list of Weight
 
 
+class SubLayers(dict):
+    """The weights of a layer built from inner layers (Keras' MultiHeadAttention: `query`,
+    `key`, `value`, `attention_output`), by inner layer: `{name: [Weight, ...]}`."""
+
+
 class KerasFileError(ValueError):
     """The file cannot be imported; the message names the file and the problem."""
 
@@ -298,12 +303,23 @@ def _keras3_weights(path: pathlib.Path, root: h5py.File) -> Weights:
                 raise KerasFileError(f"{path}: two layers named {name!r} in {where or '/'}")
             if "layers" in child:
                 out[name] = walk(child, child_where)
-            else:
-                out[name] = [_weight(path, root, f"{child_where}/vars/{i}", variables[str(i)])
-                             for i in range(len(variables))]
-                if sorted(variables) != [str(i) for i in range(len(variables))]:
-                    raise KerasFileError(f"{path}: {child_where}/vars is not numbered 0..n")
+                continue
+            out[name] = numbered(variables, f"{child_where}/vars")
+            inner = {k: c for k, c in child.items() if k != "vars" and isinstance(c, h5py.Group)}
+            held = SubLayers({_text(c["vars"].attrs.get("name", k)): numbered(
+                c["vars"], f"{child_where}/{k}/vars") for k, c in inner.items() if "vars" in c})
+            held = SubLayers({k: v for k, v in held.items() if v})
+            if held and out[name]:
+                raise KerasFileError(f"{path}: {child_where} holds weights of its own and of "
+                                     "inner layers")
+            out[name] = held or out[name]
         return {k: v for k, v in out.items() if v != []}
+
+    def numbered(variables: h5py.Group, where: str) -> list[Weight]:
+        if sorted(variables) != [str(i) for i in range(len(variables))]:
+            raise KerasFileError(f"{path}: {where} is not numbered 0..n")
+        return [_weight(path, root, f"{where}/{i}", variables[str(i)])
+                for i in range(len(variables))]
 
     return walk(root, "")
 

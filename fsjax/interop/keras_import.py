@@ -29,7 +29,14 @@ from fsjax.checkpoint.manager import Checkpoints
 from fsjax.config import ConfigError, ExperimentConfig
 from fsjax.config.faceswap_state import experiment_from_state, read_state
 from fsjax.interop import optimizer_state
-from fsjax.interop.keras_file import KerasFileError, KerasModel, Weight, read, read_optimizer
+from fsjax.interop.keras_file import (
+    KerasFileError,
+    KerasModel,
+    SubLayers,
+    Weight,
+    read,
+    read_optimizer,
+)
 from fsjax.interop.optimizer_state import OptimizerImportError, keras_order
 from fsjax.models import MODELS, get_model_module, nesting
 from fsjax.optim.loss_scale import DynamicLossScale, LossScaleState
@@ -125,7 +132,7 @@ def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
                 for name, leaf in leaves.items():
                     slots.setdefault((sub, layer), {})[name] = (collection, leaf)
     subs = sorted({sub for sub, _ in slots})
-    plan: list[tuple[str, str, str, str, Any, Any]] = []
+    plan: list[tuple[str, str, str, tuple[str, ...], Any, Any]] = []
     filled = set()
     for sub, layers in keras.weights.items():
         if sub not in subs:
@@ -136,43 +143,72 @@ def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
             if held is None:
                 raise KerasFileError(f"{keras.path}: weight {sub}/{layer} has no place in "
                                      "fsjax's model")
-            try:
-                names = keras_order(held)
-            except OptimizerImportError as err:
-                raise KerasFileError(f"{keras.path}: {sub}/{layer}: {err}") from None
-            if len(names) != len(arrays):
-                raise KerasFileError(f"{keras.path}: {sub}/{layer} holds {len(arrays)} arrays; "
-                                     f"fsjax's layer has {names}")
-            for name, array in zip(names, arrays, strict=True):
-                collection, leaf = held[name]
-                where = f"{keras.path}: {sub}/{layer}/{name}"
-                stored = f" (dataset {array.where})" if isinstance(array, Weight) else ""
-                if tuple(array.shape) != tuple(leaf.shape):
-                    raise KerasFileError(f"{where} has shape {tuple(array.shape)}; fsjax's "
-                                         f"model needs {tuple(leaf.shape)}{stored}")
-                kind = "i" if np.dtype(leaf.dtype).kind in "iu" else "f"  # a Normalization count
-                if np.dtype(array.dtype).kind not in (kind + "u" if kind == "i" else kind) and (
-                        np.dtype(array.dtype).name != "bfloat16" or kind == "i"):
-                    raise KerasFileError(f"{where} has dtype {array.dtype}; fsjax's model "
-                                         f"needs {np.dtype(leaf.dtype).name}{stored}")
-                plan.append((collection, sub, layer, name, leaf, array))
+            ours, theirs = _groups(held), _groups(arrays)
+            if set(ours) != set(theirs):
+                raise KerasFileError(f"{keras.path}: {sub}/{layer} holds {sorted(theirs)}; "
+                                     f"fsjax's layer has {sorted(ours)}")
+            for group, inner in ours.items():
+                plan.extend(_layer_plan(keras, sub, layer, group, inner, theirs[group]))
             filled.add((sub, layer))
     missing = [f"{sub}/{layer}" for sub, layer in slots if (sub, layer) not in filled]
     if missing:
         raise KerasFileError(f"{keras.path}: no weights for {', '.join(missing[:10])}"
                              f"{' ...' if len(missing) > 10 else ''}")
     out: dict[str, Any] = {collection: {} for collection in abstract}
-    for collection, sub, layer, name, leaf, array in plan:
+    for collection, sub, layer, keys, leaf, array in plan:
+        node = out[collection].setdefault(sub, {}).setdefault(layer, {})
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
         # Cast on the host: a device cast would compile once per weight shape.
-        out[collection].setdefault(sub, {}).setdefault(layer, {})[name] = jnp.asarray(
-            np.asarray(array, leaf.dtype))
+        node[keys[-1]] = jnp.asarray(np.asarray(array, leaf.dtype))
     return {c: nesting.unflatten(tree, paths[c]) for c, tree in out.items()}
+
+
+def _groups(held: Any) -> dict[str, Any]:
+    """A layer's variables (fsjax's `{name: (collection, leaf)}` or Keras' list of weights) by
+    inner layer: `""` for a plain layer, `query` / `key` / ... for an attention layer's."""
+    if isinstance(held, SubLayers):
+        return dict(held)
+    if isinstance(held, dict) and any(isinstance(v[1], dict) for v in held.values()):
+        return {group: {name: (collection, leaf) for name, leaf in tree.items()}
+                for group, (collection, tree) in held.items()}
+    return {"": held}
+
+
+def _layer_plan(keras: KerasModel, sub: str, layer: str, group: str,
+                held: dict[str, tuple[str, Any]], arrays: list[Any]) -> list[tuple]:
+    """One (inner) layer's weights paired with fsjax's variables, every shape and dtype
+    checked."""
+    label = f"{sub}/{layer}" + (f"/{group}" if group else "")
+    try:
+        names = keras_order(held)
+    except OptimizerImportError as err:
+        raise KerasFileError(f"{keras.path}: {label}: {err}") from None
+    if len(names) != len(arrays):
+        raise KerasFileError(f"{keras.path}: {label} holds {len(arrays)} arrays; fsjax's layer "
+                             f"has {names}")
+    plan = []
+    for name, array in zip(names, arrays, strict=True):
+        collection, leaf = held[name]
+        where = f"{keras.path}: {label}/{name}"
+        stored = f" (dataset {array.where})" if isinstance(array, Weight) else ""
+        if tuple(array.shape) != tuple(leaf.shape):
+            raise KerasFileError(f"{where} has shape {tuple(array.shape)}; fsjax's model needs "
+                                 f"{tuple(leaf.shape)}{stored}")
+        kind = "i" if np.dtype(leaf.dtype).kind in "iu" else "f"  # a Normalization count
+        if np.dtype(array.dtype).kind not in (kind + "u" if kind == "i" else kind) and (
+                np.dtype(array.dtype).name != "bfloat16" or kind == "i"):
+            raise KerasFileError(f"{where} has dtype {array.dtype}; fsjax's model needs "
+                                 f"{np.dtype(leaf.dtype).name}{stored}")
+        keys = (group, name) if group else (name,)
+        plan.append((collection, sub, layer, keys, leaf, array))
+    return plan
 
 
 def _flat_layers(layers: dict[str, Any]):
     """Layers of a sub-model; weights of models nested inside it are named by their layer."""
     for name, value in layers.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and not isinstance(value, SubLayers):
             yield from _flat_layers(value)
         else:
             yield name, value
