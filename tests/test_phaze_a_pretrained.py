@@ -494,3 +494,19 @@ def test_a_faceswap_model_with_a_clip_encoder_imports_and_gives_its_outputs(tmp_
     assert export_keras.main([str(tmp_path / "fsjax"), "--out", str(back)]) == 0
     _same_weights(back, folder / "phaze_a.keras")
 
+
+
+@pytest.mark.slow
+def test_a_faceswap_model_with_a_convnext_encoder_imports_and_exports(tmp_path):
+    """Keras' ConvNeXtTiny (its stem and downsampling blocks are nested Sequential models, its
+    LayerScale weights one-table layers) behind Faceswap's 0..255 scaling."""
+    from fsjax.interop import keras_import
+    from fsjax.tools import export_keras, import_keras
+
+    folder, faces, expected = _faceswap_model(tmp_path, "convnext_tiny", 29)
+    model, imported = keras_import.load(folder)
+    _assert_outputs(model.spec.module, imported, faces, expected)
+    assert import_keras.main([str(folder), "--out", str(tmp_path / "fsjax")]) == 0
+    back = tmp_path / "back" / "phaze_a.keras"
+    assert export_keras.main([str(tmp_path / "fsjax"), "--out", str(back)]) == 0
+    _same_weights(back, folder / "phaze_a.keras")

@@ -123,16 +123,19 @@ def layer_paths(file_config: dict[str, Any]) -> Iterator[tuple[str, str | None, 
 
     def walk(model: dict[str, Any], path: str, sub: str | None) -> Iterator[tuple]:
         used: dict[str, int] = {}
+        sequential = model.get("class_name") == "Sequential"
         for layer in model.get("config", {}).get("layers", []):
             cls, conf = str(layer.get("class_name")), layer.get("config", {})
             name = str(conf.get("name", layer.get("name", "")))
             if str(layer.get("module", "")).startswith("keras.src.ops."):
                 continue  # an operation on tensors (Faceswap's input scaling), not a layer
+            if sequential and cls == "InputLayer":
+                continue  # a Sequential saves no group for its input
             where = f"{path}layers/{_unique(snake_case(cls), used)}"
             if isinstance(conf.get("layers"), list):
-                if cls != "Functional":
+                if cls not in ("Functional", "Sequential"):  # Sequential: ConvNeXt's blocks
                     raise ExportError(f"{sub or 'model'}/{name}: a nested {cls} model; Faceswap "
-                                      "models nest only functional ones")
+                                      "models nest only functional and sequential ones")
                 if name in seen_models:
                     continue
                 seen_models.add(name)
