@@ -36,10 +36,11 @@ def resolve_layers(names: tuple[str, ...], available: list[str], option: str,
     """Sub-model names as this model spells them. `encoder` also names a model's only encoder
     (DFL-SAE's `encoder_df` / `encoder_liae`), as Faceswap's per-plugin defaults do.
 
-    `keras_encoder` (Phaze-A's `freeze_layers` default) names the pretrained network nested in
-    its encoder, `keras_encoder` here (`encoder/efficientnetb0`); a model without one drops it,
-    as Faceswap does. A path ending in `!` is Faceswap's name for it that matches none of its
-    sub-models (`faceswap_compat`: Faceswap freezes nothing then, with a warning)."""
+    The name `keras_encoder` (Phaze-A's `freeze_layers` default in Faceswap) stands for the
+    pretrained network nested in the encoder, whose path the `keras_encoder` argument gives
+    (`encoder/efficientnetb0`); a model without one drops it, as Faceswap does. A path ending in
+    `!` is Faceswap's name for it, which matches no sub-model (`faceswap_compat`: Faceswap freezes
+    nothing then, with a warning)."""
     out = []
     for name in names:
         if name in available:
