@@ -188,3 +188,34 @@ def check_names(model: Any, forward: Callable[[jax.Array], jax.Array], size: int
     assert ours == set(theirs), (sorted(ours - set(theirs))[:10], sorted(set(theirs) - ours)[:10])
     for name, cls in names.seen.items():
         assert cls == theirs[name], (name, cls, theirs[name])
+
+
+def keras_application(arch: str, size: int, **options: Any) -> Any:
+    """`keras.applications`' model for Phaze-A's `arch` (no top, no weights), built first in a
+    fresh session as Faceswap builds it (Keras numbers unnamed layers per session)."""
+    import keras
+
+    from fsjax.models.encoders import ENCODERS
+
+    keras.backend.clear_session()
+    return getattr(keras.applications, ENCODERS[arch].keras_name)(
+        include_top=False, weights=None, input_shape=(size, size, 3), pooling=None, **options)
+
+
+def check_family(arch: str, size: int, *, scale: float = 1.0,
+                 naming: dict[str, Any] | None = None) -> tuple[Any, int]:
+    """The whole check of one architecture against Keras: outputs, names (and classes), the
+    model's name (`naming`: `keras_model_name`'s options) and the BN settings; returns the
+    Keras model and the BN count."""
+    from fsjax.models.encoders import family
+
+    model = keras_application(arch, size)
+    module = family(arch)
+
+    def forward(x):
+        return module.build(x, arch)
+
+    variables = check_against_keras(model, forward, size, scale=scale)
+    check_names(model, forward, size, variables)
+    assert module.keras_model_name(arch, **(naming or {})) == model.name
+    return model, check_batch_norms(model, forward, size)

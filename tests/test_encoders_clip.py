@@ -21,10 +21,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from flax import traverse_util  # noqa: E402
 from keras import ops  # noqa: E402
-from keras_encoders import Wrapped, check_against_keras, param_count  # noqa: E402
+from keras_encoders import Wrapped, check_against_keras, check_names, param_count  # noqa: E402
 
 from fsjax.models.encoders import ENCODERS, family, input_size  # noqa: E402
-from fsjax.nn import blocks, layers  # noqa: E402
+from fsjax.nn import blocks  # noqa: E402
 from fsjax.nn.precision import Policy  # noqa: E402
 
 clip = family("clipv_vit-b-32")
@@ -136,29 +136,6 @@ def check(model, forward, size):
         patch.setattr(keras_encoders, "keras_weights", _weights_by_path)
         patch.setattr(keras_encoders, "fsjax_variables", _place_nested)
         return check_against_keras(model, forward, size)
-
-
-class _Names:
-    def __init__(self):
-        self.seen = {}
-
-    def layer(self, class_name, config, name, inputs, output):
-        assert name is not None and name not in self.seen, name
-        self.seen[name] = class_name
-
-
-def check_names(model, forward, size, variables):
-    """Every Keras layer / operation has an fsjax twin of its name; parameter-free ones also of
-    its class (QuickGELU, the slice Keras records as GetItem, Dot, Add, ...)."""
-    names = _Names()
-    with layers.recording(names):
-        jax.eval_shape(Wrapped(forward).init, jax.random.key(0), jnp.zeros((1, size, size, 3)))
-    ours = set(names.seen) | {n for tree in variables.values() for n in tree}
-    theirs = {op.name: type(op).__name__ for op in model.operations
-              if type(op).__name__ != "InputLayer"}
-    assert ours == set(theirs), (sorted(ours - set(theirs))[:10], sorted(set(theirs) - ours)[:10])
-    for name, cls in names.seen.items():
-        assert cls == theirs[name], (name, cls, theirs[name])
 
 
 # ---------------------------------------------------------------- tests

@@ -35,8 +35,6 @@ CASES = [
 ]
 
 
-
-
 @functools.cache
 def _keras(arch: str, size: int, include_preprocessing: bool):
     """Built once per case (building one costs seconds); `check_against_keras` reassigns its BN

@@ -39,8 +39,6 @@ def _keras(arch: str, size: int, **options):
         include_top=False, weights=None, input_shape=(size, size, 3), pooling=None, **kwargs)
 
 
-
-
 @pytest.mark.parametrize(("arch", "options"), CASES)
 def test_matches_keras(arch, options) -> None:
     size = input_size(arch, 7, False)

@@ -8,9 +8,8 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 import jax.numpy as jnp  # noqa: E402
-import keras  # noqa: E402
 import pytest  # noqa: E402
-from keras_encoders import check_against_keras, check_batch_norms, check_names  # noqa: E402
+from keras_encoders import check_family  # noqa: E402
 
 from fsjax.models.encoders import ENCODERS, family  # noqa: E402
 from fsjax.models.encoders import xception as module  # noqa: E402
@@ -18,27 +17,13 @@ from fsjax.models.encoders import xception as module  # noqa: E402
 SIZE = 71
 CASES = [("xception", 40)]
 
-def _keras(arch: str, size: int):
-    keras.backend.clear_session()  # Keras numbers unnamed layers per session (fresh, as Faceswap)
-    return getattr(keras.applications, ENCODERS[arch].keras_name)(
-        include_top=False, weights=None, input_shape=(size, size, 3), pooling=None)
-
-
-
 
 @pytest.mark.parametrize(("arch", "batch_norms"), CASES)
 def test_matches_keras(arch, batch_norms) -> None:
     size = ENCODERS[arch].min_size
     assert size == SIZE and family(arch) is module
-    model = _keras(arch, size)
+    assert check_family(arch, size)[1] == batch_norms
 
-    def forward(x):
-        return module.build(x, arch)
-
-    variables = check_against_keras(model, forward, size)
-    check_names(model, forward, size, variables)
-    assert check_batch_norms(model, forward, size) == batch_norms
-    assert module.keras_model_name(arch) == model.name
 
 def test_names_and_weights_files() -> None:
     assert module.ARCHS == ("xception",)

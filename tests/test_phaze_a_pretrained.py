@@ -495,7 +495,6 @@ def test_a_faceswap_model_with_a_clip_encoder_imports_and_gives_its_outputs(tmp_
     _same_weights(back, folder / "phaze_a.keras")
 
 
-
 @pytest.mark.slow
 def test_a_faceswap_model_with_a_convnext_encoder_imports_and_exports(tmp_path):
     """Keras' ConvNeXtTiny (its stem and downsampling blocks are nested Sequential models, its

@@ -143,12 +143,8 @@ def map_weights(keras: KerasModel, abstract: dict[str, Any]) -> dict[str, Any]:
             if held is None:
                 raise KerasFileError(f"{keras.path}: weight {sub}/{layer} has no place in "
                                      "fsjax's model")
-            ours, theirs = _groups(held), _groups(arrays)
-            if set(ours) != set(theirs):
-                raise KerasFileError(f"{keras.path}: {sub}/{layer} holds {sorted(theirs)}; "
-                                     f"fsjax's layer has {sorted(ours)}")
-            for group, inner in ours.items():
-                plan.extend(_layer_plan(keras, sub, layer, group, inner, theirs[group]))
+            plan.extend((collection, sub, layer, keys, leaf, array) for collection, keys, leaf,
+                        array in pair_layer(keras.path, f"{sub}/{layer}", held, arrays))
             filled.add((sub, layer))
     missing = [f"{sub}/{layer}" for sub, layer in slots if (sub, layer) not in filled]
     if missing:
@@ -175,22 +171,33 @@ def _groups(held: Any) -> dict[str, Any]:
     return {"": held}
 
 
-def _layer_plan(keras: KerasModel, sub: str, layer: str, group: str,
-                held: dict[str, tuple[str, Any]], arrays: list[Any]) -> list[tuple]:
-    """One (inner) layer's weights paired with fsjax's variables, every shape and dtype
-    checked."""
-    label = f"{sub}/{layer}" + (f"/{group}" if group else "")
+def pair_layer(source: Any, label: str, held: dict[str, tuple[str, Any]],
+               arrays: Any) -> list[tuple[str, tuple[str, ...], Any, Any]]:
+    """One layer's file weights (a list in Keras order, or `SubLayers`) paired with fsjax's
+    variables (`{name: (collection, leaf)}`, an attention layer's by inner layer): `(collection,
+    keys within the layer, leaf, weight)`, every count, shape and dtype checked first."""
+    ours, theirs = _groups(held), _groups(arrays)
+    if set(ours) != set(theirs):
+        raise KerasFileError(f"{source}: {label} holds {sorted(theirs)}; fsjax's layer has "
+                             f"{sorted(ours)}")
+    return [pair for group, inner in ours.items()
+            for pair in _pair_group(source, label, group, inner, theirs[group])]
+
+
+def _pair_group(source: Any, label: str, group: str, held: dict[str, tuple[str, Any]],
+                arrays: list[Any]) -> list[tuple]:
+    label += f"/{group}" if group else ""
     try:
         names = keras_order(held)
     except OptimizerImportError as err:
-        raise KerasFileError(f"{keras.path}: {label}: {err}") from None
+        raise KerasFileError(f"{source}: {label}: {err}") from None
     if len(names) != len(arrays):
-        raise KerasFileError(f"{keras.path}: {label} holds {len(arrays)} arrays; fsjax's layer "
+        raise KerasFileError(f"{source}: {label} holds {len(arrays)} arrays; fsjax's layer "
                              f"has {names}")
     plan = []
     for name, array in zip(names, arrays, strict=True):
         collection, leaf = held[name]
-        where = f"{keras.path}: {label}/{name}"
+        where = f"{source}: {label}/{name}"
         stored = f" (dataset {array.where})" if isinstance(array, Weight) else ""
         if tuple(array.shape) != tuple(leaf.shape):
             raise KerasFileError(f"{where} has shape {tuple(array.shape)}; fsjax's model needs "
@@ -200,8 +207,7 @@ def _layer_plan(keras: KerasModel, sub: str, layer: str, group: str,
                 np.dtype(array.dtype).name != "bfloat16" or kind == "i"):
             raise KerasFileError(f"{where} has dtype {array.dtype}; fsjax's model needs "
                                  f"{np.dtype(leaf.dtype).name}{stored}")
-        keys = (group, name) if group else (name,)
-        plan.append((collection, sub, layer, keys, leaf, array))
+        plan.append((collection, (group, name) if group else (name,), leaf, array))
     return plan
 
 

@@ -25,7 +25,8 @@ import numpy as np
 from fsjax.config import ConfigError
 from fsjax.interop import keras_file
 from fsjax.interop.keras_file import KerasFileError
-from fsjax.interop.optimizer_state import OptimizerImportError, keras_order
+from fsjax.interop.keras_import import pair_layer
+from fsjax.interop.optimizer_state import keras_order
 from fsjax.models.encoders.backbone import BackboneSpec, weighted_layers
 
 
@@ -189,45 +190,20 @@ def _load(variables: dict[str, Any], spec: BackboneSpec, path: pathlib.Path,
     if missing:
         raise KerasFileError(f"{path}: no weights for layer(s) {', '.join(missing[:8])} of "
                              f"{spec.model_name}: is this the file for {spec.arch}?")
-    plan = []
-    for layer, held in slots.items():
-        try:
-            names = keras_order(held)
-        except OptimizerImportError as err:
-            raise KerasFileError(f"{path}: {layer}: {err}") from None
-        arrays = file[layer]
-        if len(arrays) != len(names):
-            raise KerasFileError(f"{path}: layer {layer} holds {len(arrays)} arrays; fsjax's "
-                                 f"has {names}")
-        for name, array in zip(names, arrays, strict=True):
-            collection, leaf = held[name]
-            if tuple(array.shape) != tuple(leaf.shape):
-                raise KerasFileError(f"{path}: {layer}/{name} has shape {tuple(array.shape)}; "
-                                     f"the model needs {tuple(leaf.shape)} (dataset "
-                                     f"{array.where})")
-            plan.append((collection, layer, name, leaf, array))
+    plan = [(layer, pair) for layer, held in slots.items()
+            for pair in pair_layer(path, layer, held, file[layer])]
     out = {}
     for collection, tree in variables.items():  # copies down to the network's layers
         out[collection] = dict(tree)
         if spec.model_name in tree.get("encoder", {}):
             encoder = out[collection]["encoder"] = dict(tree["encoder"])
-            encoder[spec.model_name] = {k: dict(v) for k, v in encoder[spec.model_name].items()}
+            encoder[spec.model_name] = jax.tree.map(lambda x: x, encoder[spec.model_name])
     count = 0
-    for collection, layer, name, leaf, array in plan:
+    for layer, (collection, keys, leaf, array) in plan:
         value = np.asarray(array).astype(leaf.dtype)  # cast on the host, placed like the leaf
-        out[collection]["encoder"][spec.model_name][layer][name] = jax.device_put(
-            value, leaf.sharding)
+        _set(out[collection]["encoder"][spec.model_name][layer], keys,
+             jax.device_put(value, leaf.sharding))
         count += value.size if collection == "params" else 0
     return out, count
 
 
-def _get(tree: dict[str, Any], where: tuple[str, ...]) -> Any:
-    for key in where:
-        tree = tree[key]
-    return tree
-
-
-def _set(tree: dict[str, Any], where: tuple[str, ...], value: Any) -> None:
-    for key in where[:-1]:
-        tree = tree[key]
-    tree[where[-1]] = value

@@ -137,4 +137,3 @@ def weights_file(arch: str, *, size: int = 224, alpha: float = 1.0, **_: Any) ->
     _check(arch)
     text = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0"}.get(alpha, "2_5")
     return f"mobilenet_{text}_{_rows(size, True)}_tf_no_top.h5"
-
