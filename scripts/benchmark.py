@@ -55,7 +55,7 @@ def time_step(config, batch_size: int, steps: int, log=print) -> tuple[float, fl
     if config.train.freeze_weights:
         names = list(jax.eval_shape(init_fn, jax.random.key(0)).params)
         frozen = resolve_layers(config.train.freeze_layers, names, "train.freeze_layers",
-                                model.keras_encoder)
+                                model.keras_encoder, model.keras_encoder_unmatched)
         init_fn = make_init_fn(model.module, tx, model.input_size, frozen)
     runtime = runtime.with_state(jax.eval_shape(init_fn, jax.random.key(0)))
     state = init_state(model.module, tx, model.input_size, jax.random.key(0),

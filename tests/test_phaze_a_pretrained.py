@@ -216,15 +216,16 @@ def test_keras_encoder_resolves_as_faceswap_with_faceswap_compat(capsys):
     assert resume.resolve_layers(("keras_encoder",), available, "f", fixed.keras_encoder) == (
         f"encoder/{NAME}",)
     compat = phaze_a.build(_config(enc_load_weights=False, faceswap_compat=True))
-    assert compat.keras_encoder == "encoder/MobileNet!"
+    assert (compat.keras_encoder, compat.keras_encoder_unmatched) == ("", "encoder/MobileNet")
     lines = []
     assert resume.resolve_layers(("keras_encoder", "fc_a"), available, "f", compat.keras_encoder,
+                                 compat.keras_encoder_unmatched,
                                  lines.append) == ("fc_a",)
     assert "'encoder/MobileNet', which matches no sub-model" in lines[0]
     assert resume.resolve_layers(("keras_encoder",), available, "f", "") == ()
     # MobileNetV3's model is named like its function: Faceswap does freeze that one.
     v3 = backbone.plan("mobilenet_v3_small", SIZE, load_weights=False, faceswap_compat=True)
-    assert backbone.freeze_path(v3, True) == "encoder/MobileNetV3Small"
+    assert backbone.freeze_path(v3, True) == ("encoder/MobileNetV3Small", "")
 
 
 BUILD_SCRIPT = '''
@@ -415,7 +416,7 @@ def test_mobilenet_v3_takes_the_mobilenet_options_and_faceswap_compat_ignores_th
                            mobilenet_minimalistic=True, faceswap_compat=True)
     assert dict(compat.options) == {"include_preprocessing": True}
     assert compat.weights_file == "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
-    shapes = [backbone.output_shape(spec, SIZE) for spec in (fixed, compat)]
+    shapes = [backbone.describe(spec, SIZE)[0] for spec in (fixed, compat)]
     assert shapes[0][:2] == shapes[1][:2] == (2, 2)
 
 

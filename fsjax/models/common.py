@@ -35,9 +35,11 @@ class ModelSpec:
     keras_name: str = ""
     """The name Faceswap gives the whole Keras model, where it is not the plugin's."""
     keras_encoder: str = ""
-    """Phaze-A's pretrained network as `freeze_layers`' `keras_encoder` names it
-    (`encoder/<Keras model name>`; ending in `!` where Faceswap's name for it matches nothing,
-    with `faceswap_compat`)."""
+    """What `freeze_layers`' `keras_encoder` freezes: Phaze-A's pretrained network
+    (`encoder/<Keras model name>`), "" for none."""
+    keras_encoder_unmatched: str = ""
+    """With `faceswap_compat`: Faceswap's name for that network where it matches no sub-model,
+    so that Faceswap (and fsjax) freeze nothing for `keras_encoder`."""
     pretrained: Any = None
     """Phaze-A's pretrained network (`fsjax.models.encoders.backbone.BackboneSpec`), if any:
     what `enc_load_weights` fills."""

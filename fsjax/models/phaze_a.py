@@ -160,9 +160,9 @@ class _Planner:
                                  mobilenet_depth=o.mobilenet_depth,
                                  mobilenet_minimalistic=o.mobilenet_minimalistic,
                                  faceswap_compat=self.compat)
-            self.auto.skip_taken(backbone.layer_names(spec, size))
+            shape, names = backbone.describe(spec, size)
+            self.auto.skip_taken(names)
             fields: dict[str, Any] = {"backbone": spec}
-            shape: Shape = backbone.output_shape(spec, size)
             if o.bottleneck_in_encoder:
                 fields["bottleneck"], shape = self.bottleneck(shape)
             return fields, shape
@@ -376,10 +376,10 @@ def build(config: ExperimentConfig) -> ModelSpec:
     size = input_size(o)
     fields, encoded = plan.encoder(size)
     pretrained = fields.get("backbone")
-    keras_encoder = backbone.freeze_path(pretrained, o.faceswap_compat)
+    keras_encoder, unmatched = backbone.freeze_path(pretrained, o.faceswap_compat)
     frozen = config.train.freeze_weights and (
         "encoder" in config.train.freeze_layers or "keras_encoder" in config.train.freeze_layers
-        and not keras_encoder.endswith("!"))
+        and bool(keras_encoder))
     subs: dict[str, Any] = {"encoder": Encoder(**fields, opts=opts, frozen_backbone=frozen)}
     for side in ("a", "b") if o.split_fc else ("both",):
         fields, inter = plan.fully_connected(side, encoded)
@@ -396,4 +396,5 @@ def build(config: ExperimentConfig) -> ModelSpec:
         subs[f"decoder_{side}"] = Decoder(**plan.decoder(inter), opts=opts)
     module = PhazeA(**subs, shared_fc=o.shared_fc)
     return ModelSpec(module, "phaze_a", size, (o.output_size,), learn_mask,
-                     keras_encoder=keras_encoder, pretrained=pretrained)
+                     keras_encoder=keras_encoder, keras_encoder_unmatched=unmatched,
+                     pretrained=pretrained)

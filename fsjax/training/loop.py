@@ -93,8 +93,9 @@ class _Plan:
             (1, spec_model.input_size, spec_model.input_size, 3), np.float32)] * 2)["params"])
         train = config.train
         frozen = (resume.resolve_layers(train.freeze_layers, available, "train.freeze_layers",
-                                        spec_model.keras_encoder) if train.freeze_weights
-                  else ())
+                                        spec_model.keras_encoder,
+                                        spec_model.keras_encoder_unmatched)
+                  if train.freeze_weights else ())
         load_layers = (resume.resolve_layers(train.load_layers, available, "train.load_layers")
                        if train.load_weights is not None else ())
         base_tx = make_optimizer(config.optimizer)  # the state layout; the rate comes later

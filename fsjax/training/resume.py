@@ -32,23 +32,24 @@ Say = Callable[..., None]
 
 
 def resolve_layers(names: tuple[str, ...], available: list[str], option: str,
-                   keras_encoder: str | None = None, say: Say = console) -> tuple[str, ...]:
+                   keras_encoder: str = "", unmatched: str = "",
+                   say: Say = console) -> tuple[str, ...]:
     """Sub-model names as this model spells them. `encoder` also names a model's only encoder
     (DFL-SAE's `encoder_df` / `encoder_liae`), as Faceswap's per-plugin defaults do.
 
     The name `keras_encoder` (Phaze-A's `freeze_layers` default in Faceswap) stands for the
     pretrained network nested in the encoder, whose path the `keras_encoder` argument gives
-    (`encoder/efficientnetb0`); a model without one drops it, as Faceswap does. A path ending in
-    `!` is Faceswap's name for it, which matches no sub-model (`faceswap_compat`: Faceswap freezes
-    nothing then, with a warning)."""
+    (`encoder/efficientnetb0`); a model without one drops it, as Faceswap does. `unmatched` is
+    Faceswap's name for it where that matches no sub-model (`faceswap_compat`): nothing is
+    frozen for it then, with Faceswap's warning."""
     out = []
     for name in names:
         if name in available:
             out.append(name)
             continue
         if name == "keras_encoder":
-            if keras_encoder and keras_encoder.endswith("!"):
-                say(f"warning: {option}: 'keras_encoder' becomes {keras_encoder[:-1]!r}, "
+            if unmatched:
+                say(f"warning: {option}: 'keras_encoder' becomes {unmatched!r}, "
                     "which matches no sub-model (Faceswap's name for it differs in case): "
                     "nothing frozen, as in Faceswap (model.phaze_a.faceswap_compat)")
             elif keras_encoder:

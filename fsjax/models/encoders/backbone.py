@@ -113,14 +113,6 @@ class Backbone(nn.Module):
         return module.build(x, self.spec.arch, opts=self.opts, **dict(self.spec.options))
 
 
-def output_shape(spec: BackboneSpec, size: int,
-                 opts: blocks.BlockOptions = blocks.DEFAULT_OPTIONS) -> tuple[int, ...]:
-    """The backbone's feature-map shape (no batch axis), traced without computing anything."""
-    out = jax.eval_shape(lambda x: Backbone(spec, opts).init_with_output(
-        jax.random.key(0), x)[0], jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
-    return tuple(out.shape[1:])
-
-
 class _Names:
     def __init__(self) -> None:
         self.names: list[str] = []
@@ -131,16 +123,21 @@ class _Names:
             self.names.append(name)
 
 
-def layer_names(spec: BackboneSpec, size: int) -> list[str]:
-    """Every layer name in the backbone (with and without weights), for Keras' automatic names
-    that Phaze-A's layers after it continue from."""
+def describe(spec: BackboneSpec, size: int) -> tuple[tuple[int, ...], list[str]]:
+    """The backbone's feature-map shape (no batch axis) and every layer name in it (with and
+    without weights: Keras' automatic names after it continue from them), from one abstract
+    trace (nothing is computed)."""
     recorder = _Names()
+
+    def run(x: jax.Array) -> tuple[jax.Array, Any]:
+        return Backbone(spec).init_with_output(jax.random.key(0), x)
+
     with layers.recording(recorder):
-        variables = jax.eval_shape(Backbone(spec).init, jax.random.key(0),
-                                   jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+        out, variables = jax.eval_shape(run, jax.ShapeDtypeStruct((1, size, size, 3),
+                                                                  jnp.float32))
     for tree in variables.values():
         recorder.names.extend(tree)
-    return recorder.names
+    return tuple(out.shape[1:]), recorder.names
 
 
 def weighted_layers(spec: BackboneSpec, size: int) -> list[str]:
@@ -164,17 +161,20 @@ def weighted_layers(spec: BackboneSpec, size: int) -> list[str]:
     return [name for name in order if name in held]
 
 
-def freeze_path(spec: BackboneSpec | None, compat: bool) -> str:
-    """What `keras_encoder` freezes. Faceswap swaps in the Keras-Applications function's name
-    ("EfficientNetV2-" for V2, "visual" for CLIP) and freezes the sub-model of exactly that
-    name, which for most networks differs in case from the model's (`efficientnetb0`), so it
-    freezes nothing: fsjax freezes the network; `faceswap_compat` reproduces Faceswap."""
+def freeze_path(spec: BackboneSpec | None, compat: bool) -> tuple[str, str]:
+    """`(path, unmatched)`: what `keras_encoder` freezes, and with `compat` Faceswap's name for
+    the network where it matches no sub-model (then nothing is frozen).
+
+    Faceswap swaps in the Keras-Applications function's name ("EfficientNetV2-" for V2,
+    "visual" for CLIP) and freezes the sub-model of exactly that name, which for most networks
+    differs in case from the model's (`efficientnetb0`), so it freezes nothing: fsjax freezes
+    the network; `faceswap_compat` reproduces Faceswap."""
     if spec is None:
-        return ""
+        return "", ""
     path = f"encoder/{spec.model_name}"
     if not compat:
-        return path
+        return path, ""
     arch = spec.arch
     name = "visual" if arch.startswith("clipv_") else (
         encoders.ENCODERS[arch].keras_name.replace("EfficientNetV2", "EfficientNetV2-"))
-    return path if name == spec.model_name else f"encoder/{name}!"
+    return (path, "") if name == spec.model_name else ("", f"encoder/{name}")
