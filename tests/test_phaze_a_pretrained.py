@@ -182,6 +182,17 @@ def test_training_with_keras_encoder_frozen_keeps_the_pretrained_network(
     assert export_keras.main([str(config.train.model_dir), "--out", str(out)]) != 0
     assert "with a pretrained encoder (mobilenet)" in capsys.readouterr().err
     assert not out.exists()
+    # --load-weights (load_layers ["encoder"], Faceswap's default) into a new model that freezes
+    # its whole encoder: it holds the first model's encoder, the trained bottleneck (which the
+    # pretrained file does not have) and the nested network's statistics included.
+    second = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, model_dir=tmp_path / "second", load_weights=config.train.model_dir,
+        freeze_layers=("encoder",), iterations=1, save_interval=1))
+    again = loop.train_and_evaluate(second)
+    assert "Loaded weights of encoder" in capsys.readouterr().out
+    first, loaded = ({"params": s.params["encoder"], **{
+        k: v["encoder"] for k, v in s.model_state.items()}} for s in (state, again))
+    assert jax.tree.all(jax.tree.map(np.array_equal, first, loaded))
 
 
 def _initial_dense(config):
